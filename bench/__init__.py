@@ -1,0 +1,1 @@
+"""ringps benchmarks: `python -m bench` (see README)."""

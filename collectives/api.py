@@ -1,0 +1,131 @@
+"""The public calls: validate locally, agree across ranks, run the chosen algorithm in place.
+
+Every collective goes through `_run`, so validation, the metadata check and the dispatch
+through the registry are written once. Buffers are reduced in place and returned as given
+(numpy array or CPU torch tensor).
+"""
+from __future__ import annotations
+
+import os
+
+from . import arrays, ops, partition
+from .check import NOT_APPLICABLE, agree
+from .context import Context
+from .errors import InputError, InputValueError, reject
+from .registry import COLLECTIVES
+
+_default = None
+
+
+def init(comm=None, **settings):
+    """Set (and return) the default Communicator: an mpi4py communicator or a Communicator.
+
+    settings: ranks_per_node, servers, placement, timeout (see Communicator)."""
+    global _default
+    from .comm import Communicator
+    _default = comm if isinstance(comm, Communicator) else Communicator(comm, **settings)
+    return _default
+
+
+def default_comm():
+    return _default if _default is not None else init()
+
+
+def rank(comm=None) -> int:
+    return (comm or default_comm()).rank
+
+
+def size(comm=None) -> int:
+    return (comm or default_comm()).size
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    return default if value is None else value.lower() not in ("0", "false", "no", "off")
+
+
+def _run(collective: str, buf, *, op, algorithm: str, comm, root: int, check, segment_bytes):
+    comm = comm or default_comm()
+    registry = COLLECTIVES[collective]
+    check = _env_flag("RINGPS_CHECK", True) if check is None else check
+    if segment_bytes is None:
+        segment_bytes = int(os.environ.get("RINGPS_SEGMENT_BYTES", partition.DEFAULT_SEGMENT_BYTES))
+    buffer = reduce_op = error = None
+    try:
+        buffer = arrays.as_buffer(buf)
+        if op is not None:
+            reduce_op = ops.lookup(op)
+            ops.check_dtype(reduce_op, buffer.dtype)
+        if algorithm not in registry:
+            raise reject(InputValueError, "unknown algorithm",
+                         f"unknown {collective} algorithm {algorithm!r} "
+                         f"(known: {', '.join(registry)})")
+        if not 0 <= root < comm.size:
+            raise reject(InputValueError, "root out of range",
+                         f"root {root} is out of range for {comm.size} ranks")
+    except InputError as exc:
+        error = exc
+    if check:
+        agree(comm.transport, collective=collective,
+              length=len(buffer.array) if buffer else -1,
+              dtype=buffer.dtype.name if buffer else "?",
+              op=reduce_op.name if reduce_op else (NOT_APPLICABLE if op is None else "?"),
+              algorithm=algorithm, root=root, error=error)
+    elif error is not None:
+        raise error
+    ctx = Context(comm.transport, comm.rank, comm.size, buffer.dtype, reduce_op, segment_bytes)
+    function = registry.function(algorithm)
+    if collective in ("broadcast", "reduce"):
+        function(buffer.array, ctx, root)
+    else:
+        function(buffer.array, ctx)
+    return buffer
+
+
+def allreduce(buf, op="sum", algorithm="ring", comm=None, *, check=None, segment_bytes=None):
+    """Reduce `buf` across all ranks of `comm`, in place; returns `buf`.
+
+    algorithm: a name in collectives.ALGORITHMS (root, host, blocked, ring, ...).
+    check: exchange metadata first so mismatched calls fail on every rank (default on)."""
+    return _run("allreduce", buf, op=op, algorithm=algorithm, comm=comm, root=0, check=check,
+                segment_bytes=segment_bytes).original
+
+
+def reduce_scatter(buf, op="sum", algorithm="ring", comm=None, *, check=None,
+                   segment_bytes=None):
+    """Reduce `buf` so that this rank's chunk (partition.chunk_bounds) holds the reduced values;
+    returns a view of that chunk. The rest of `buf` is scratch afterwards.
+    algorithm: "ring" or "direct"."""
+    buffer = _run("reduce_scatter", buf, op=op, algorithm=algorithm, comm=comm, root=0,
+                  check=check, segment_bytes=segment_bytes)
+    return _flat(buffer.original)[slice(*chunk(len(buffer.array), comm=comm))]
+
+
+def allgather(buf, algorithm="ring", comm=None, *, check=None, segment_bytes=None):
+    """`buf` holds this rank's part in its chunk (see `chunk`); on return it holds every
+    rank's part. algorithm: "ring" or "direct"."""
+    return _run("allgather", buf, op=None, algorithm=algorithm, comm=comm, root=0, check=check,
+                segment_bytes=segment_bytes).original
+
+
+def broadcast(buf, root=0, algorithm="ring", comm=None, *, check=None, segment_bytes=None):
+    """Copy root's `buf` into every rank's `buf`. algorithm: "ring" (pipelined chain) or "direct"."""
+    return _run("broadcast", buf, op=None, algorithm=algorithm, comm=comm, root=root,
+                check=check, segment_bytes=segment_bytes).original
+
+
+def reduce(buf, op="sum", root=0, algorithm="ring", comm=None, *, check=None, segment_bytes=None):
+    """Reduce every rank's `buf` into root's `buf`; other ranks' buffers are left as they were.
+    algorithm: "ring" (pipelined chain) or "direct"."""
+    return _run("reduce", buf, op=op, algorithm=algorithm, comm=comm, root=root, check=check,
+                segment_bytes=segment_bytes).original
+
+
+def chunk(count: int, rank: int | None = None, comm=None) -> tuple[int, int]:
+    """(start, stop) of `rank`'s chunk of a `count`-element buffer (reduce_scatter, allgather)."""
+    comm = comm or default_comm()
+    return partition.chunk_bounds(count, comm.size)[comm.rank if rank is None else rank]
+
+
+def _flat(obj):
+    return obj.view(-1) if arrays._is_torch_tensor(obj) else obj.reshape(-1)

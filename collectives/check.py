@@ -1,0 +1,80 @@
+"""The metadata check: before any data moves, every rank shares what it is about to do.
+
+One small allgather of (collective, length, dtype, op, algorithm, root, input error) per
+call. If any rank rejected its own input, or the ranks disagree on anything, every rank
+raises the same error naming the ranks and the values, instead of an MPI truncation error,
+a hang, or a silently wrong sum. `check=False` (or RINGPS_CHECK=0) skips it for speed.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .dtypes import DTYPE_NAMES
+from .errors import REASONS, InputError, MismatchError
+from .ops import OP_NAMES
+from .registry import COLLECTIVES
+from .transport.base import Transport
+
+NOT_APPLICABLE = "n/a"
+FIELDS = ("collective", "length", "dtype", "op", "algorithm", "root")
+
+
+def _tables() -> dict[str, list[str]]:
+    algorithms = sorted({name for registry in COLLECTIVES.values() for name in registry})
+    return {"collective": sorted(COLLECTIVES), "dtype": DTYPE_NAMES, "op": OP_NAMES,
+            "algorithm": algorithms}
+
+
+def _code(value, table: list[str] | None) -> int:
+    if table is None:
+        return int(value)
+    if value == NOT_APPLICABLE:
+        return -2
+    return table.index(value) if value in table else -1
+
+
+def _name(code: int, table: list[str] | None) -> str:
+    if table is None:
+        return str(code)
+    return {-2: NOT_APPLICABLE, -1: "?"}.get(code) or table[code]
+
+
+def _groups(column: np.ndarray, table) -> str:
+    by_value: dict[int, list[int]] = {}
+    for rank, code in enumerate(column.tolist()):
+        by_value.setdefault(code, []).append(rank)
+    parts = []
+    for code, ranks in by_value.items():
+        who = f"rank {ranks[0]}" if len(ranks) == 1 else f"ranks {_span(ranks)}"
+        parts.append(f"{_name(code, table)} on {who}")
+    return "; ".join(parts)
+
+
+def _span(ranks: list[int]) -> str:
+    if ranks == list(range(ranks[0], ranks[-1] + 1)) and len(ranks) > 2:
+        return f"{ranks[0]}-{ranks[-1]}"
+    return ",".join(map(str, ranks))
+
+
+def agree(transport: Transport, *, collective: str, length: int, dtype: str, op: str,
+          algorithm: str, root: int, error: InputError | None) -> None:
+    """Raise on every rank unless all ranks passed fit input and agree on every field."""
+    tables = _tables()
+    values = dict(collective=collective, length=length, dtype=dtype, op=op,
+                  algorithm=algorithm, root=root)
+    row = [_code(values[f], tables.get(f)) for f in FIELDS]
+    row.append(REASONS.index(error.reason) + 1 if error is not None else 0)
+    table = transport.exchange(np.asarray(row, dtype=np.int64))
+    if error is not None:
+        raise error
+    failed = [(rank, REASONS[code - 1]) for rank, code in enumerate(table[:, -1].tolist()) if code]
+    if failed:
+        who = "; ".join(f"rank {rank}: {reason}" for rank, reason in failed)
+        raise MismatchError(f"ringps {collective}: rank {transport.rank} stops because other ranks "
+                            f"rejected their input ({who}); no data was moved")
+    for i, field in enumerate(FIELDS):
+        column = table[:, i]
+        if (column != column[0]).any():
+            raise MismatchError(f"ringps {collective}: ranks disagree on {field}: "
+                                f"{_groups(column, tables.get(field))} (seen by rank "
+                                f"{transport.rank}); no data was moved")

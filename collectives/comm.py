@@ -1,0 +1,117 @@
+"""Communicator: the ranks of a job, how they group into nodes, and what role each plays.
+
+It wraps an mpi4py communicator (COMM_WORLD by default), duplicated so that library traffic
+never meets the caller's. From it come
+
+- `node`: the ranks on my node (from MPI_Comm_split_type(SHARED), or `ranks_per_node`
+  consecutive ranks per pretend node, so one machine can stand in for several);
+- `leaders`: one rank per node (local rank 0), None on the other ranks;
+- roles for the parameter server: with `servers=S`, S ranks are server shards
+  (`placement="dedicated"`: the last S ranks; `"per-node"`: the last local rank of each of
+  the last S nodes) and `workers` is a communicator of the rest (None on servers).
+
+Sub-communicators are Communicators too, so every algorithm runs on any of them.
+"""
+from __future__ import annotations
+
+import os
+
+from mpi4py import MPI
+
+from .transport.mpi import MPITransport
+
+DEFAULT_TIMEOUT = 300.0
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else None
+
+
+def assign_servers(node_of_rank: list[int], servers: int, placement: str) -> list[int]:
+    """Ranks that act as server shards, by placement policy."""
+    size = len(node_of_rank)
+    if not 0 < servers < size:
+        raise ValueError(f"ringps: servers={servers} must leave at least one worker among "
+                         f"{size} ranks")
+    if placement == "dedicated":
+        return list(range(size - servers, size))
+    if placement == "per-node":
+        last_of_node = {node: rank for rank, node in enumerate(node_of_rank)}
+        nodes = sorted(last_of_node)
+        if servers > len(nodes):
+            raise ValueError(f"ringps: placement='per-node' puts one server per node, but "
+                             f"servers={servers} > {len(nodes)} nodes")
+        return sorted(last_of_node[n] for n in nodes[len(nodes) - servers:])
+    raise ValueError(f"ringps: unknown server placement {placement!r} "
+                     f"(known: 'dedicated', 'per-node')")
+
+
+class Communicator:
+    def __init__(self, mpi_comm: "MPI.Comm | None" = None, *, ranks_per_node: int | None = None,
+                 servers: int | None = None, placement: str = "dedicated",
+                 timeout: float | None = None, _node_of_rank: list[int] | None = None):
+        base = MPI.COMM_WORLD if mpi_comm is None else mpi_comm
+        self.mpi = base.Dup()
+        self.rank = self.mpi.Get_rank()
+        self.size = self.mpi.Get_size()
+        if timeout is None:
+            timeout = float(os.environ.get("RINGPS_TIMEOUT", DEFAULT_TIMEOUT))
+        self.timeout = timeout
+        self.transport = MPITransport(self.mpi, timeout)
+
+        if ranks_per_node is None:
+            ranks_per_node = _env_int("RINGPS_RANKS_PER_NODE")
+        self.ranks_per_node = ranks_per_node
+        nodes = _node_of_rank or self._discover_nodes(ranks_per_node)
+        renumber = {node: i for i, node in enumerate(sorted(set(nodes)))}
+        self.node_of_rank = [renumber[node] for node in nodes]
+        self.node_index = self.node_of_rank[self.rank]
+        self.num_nodes = len(set(self.node_of_rank))
+        local = [r for r in range(self.size) if self.node_of_rank[r] == self.node_index]
+        self.local_rank, self.local_size = local.index(self.rank), len(local)
+
+        if servers is None:
+            servers = _env_int("RINGPS_SERVERS") or 0
+        self.server_ranks = assign_servers(self.node_of_rank, servers, placement) if servers else []
+        self.role = "server" if self.rank in self.server_ranks else "worker"
+        self.worker_ranks = [r for r in range(self.size) if r not in self.server_ranks]
+
+        # Sub-communicators are built here, by every rank together (Split is collective), never
+        # lazily on first use, where only some ranks would arrive. Each level is smaller or
+        # flatter than the one above, so the recursion ends at communicators that are their
+        # own node and their own leaders.
+        self.node = self if self.num_nodes == 1 else self._split(
+            self.node_index, local)
+        leaders = [min(r for r in range(self.size) if self.node_of_rank[r] == n)
+                   for n in sorted(set(self.node_of_rank))]
+        self.leaders = self if len(leaders) == self.size else self._split(
+            0 if self.local_rank == 0 else None, leaders)
+        self.workers = self if not servers else self._split(
+            0 if self.role == "worker" else None, self.worker_ranks)
+
+    def _discover_nodes(self, ranks_per_node: int | None) -> list[int]:
+        """Node index of every rank, numbered in order of each node's lowest rank."""
+        if ranks_per_node is not None:
+            if ranks_per_node < 1:
+                raise ValueError(f"ringps: ranks_per_node must be >= 1, got {ranks_per_node}")
+            return [r // ranks_per_node for r in range(self.size)]
+        shared = self.mpi.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
+        lowest = shared.allreduce(self.rank, op=MPI.MIN)
+        shared.Free()
+        return self.mpi.allgather(lowest)
+
+    def _split(self, color: int | None, members: list[int]) -> "Communicator | None":
+        """Communicator of the ranks passing the same color (None: not a member)."""
+        sub = self.mpi.Split(MPI.UNDEFINED if color is None else color, self.rank)
+        if color is None:
+            return None
+        return Communicator(sub, timeout=self.timeout, servers=0,
+                            _node_of_rank=[self.node_of_rank[r] for r in members])
+
+    def barrier(self) -> None:
+        self.transport.barrier()
+
+    def __repr__(self) -> str:
+        return (f"Communicator(rank={self.rank}, size={self.size}, node={self.node_index}/"
+                f"{self.num_nodes}, local_rank={self.local_rank}, role={self.role})")

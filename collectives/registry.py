@@ -1,0 +1,55 @@
+"""Algorithms by name, per collective, imported on first use.
+
+A registry maps a name to a module path; the module has a function named after the
+collective (`allreduce(x, ctx)`, `broadcast(x, ctx, root)`, ...) and its schedule
+(`allreduce_schedule(n, count, itemsize, root)`). Loading by module name keeps
+`import collectives` light and lets higher layers (ps/, topology/) add strategies
+(`ps`, `hierarchical`, `auto`) without the core importing them.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from types import ModuleType
+
+
+class Registry(Mapping):
+    def __init__(self, collective: str, entries: dict[str, str]):
+        self.collective = collective
+        self._paths = dict(entries)
+
+    def register(self, name: str, module_path: str) -> None:
+        self._paths[name] = module_path
+
+    def __getitem__(self, name: str) -> ModuleType:
+        return importlib.import_module(self._paths[name])
+
+    def __iter__(self):
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def function(self, name: str):
+        return getattr(self[name], self.collective)
+
+    def schedule(self, name: str, n: int, count: int, itemsize: int, root: int = 0):
+        return getattr(self[name], f"{self.collective}_schedule")(n, count, itemsize, root)
+
+
+ALGORITHMS = Registry("allreduce", {
+    "root": "collectives.root",
+    "host": "collectives.host",
+    "blocked": "collectives.blocked",
+    "ring": "collectives.ring",
+})
+
+COLLECTIVES: dict[str, Registry] = {
+    "allreduce": ALGORITHMS,
+    "reduce_scatter": Registry("reduce_scatter", {"ring": "collectives.ring",
+                                                  "direct": "collectives.blocked"}),
+    "allgather": Registry("allgather", {"ring": "collectives.ring",
+                                        "direct": "collectives.blocked"}),
+    "broadcast": Registry("broadcast", {"ring": "collectives.ring", "direct": "collectives.root"}),
+    "reduce": Registry("reduce", {"ring": "collectives.ring", "direct": "collectives.root"}),
+}

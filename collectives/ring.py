@@ -1,0 +1,153 @@
+"""ring: the bandwidth-optimal allreduce, a ring reduce-scatter followed by a ring all-gather.
+
+The buffer of S bytes is cut into n chunks (partition.chunk_bounds); rank r sends only to
+right = r+1 and receives only from left = r-1 (mod n), so every link carries the same load
+and adding a rank adds a link's worth of bandwidth.
+
+    phase           step s      rank r sends to right   rank r receives from left     bytes/rank
+    scatter-reduce  0 .. n-2    chunk (r-s-1) % n       chunk (r-s-2) % n, reduces    S/n
+    all-gather      0 .. n-2    chunk (r-s) % n         chunk (r-s-1) % n, stores     S/n
+
+After scatter-reduce rank r holds the reduced chunk r (the reduce_scatter result); the
+all-gather circulates the reduced chunks. Each rank sends and receives 2(n-1)/n * S, the
+lower bound for allreduce; time 2(n-1)/n * S/B + 2(n-1) * alpha.
+
+Pipelining: each chunk is cut into segments (segment_bytes). Segment j of step s+1 leaves
+as soon as segment j of step s has been reduced, and the receives of step s+1 are posted
+before step s is reduced, so the wire and the reduction overlap.
+
+Also here: `broadcast` and `reduce` as pipelined chains along the ring (root, root+1, ...):
+each segment is forwarded as soon as it arrives (or is reduced), so a chain of n ranks takes
+about S/B + (n-2) * segment/B rather than (n-1) * S/B.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .context import Context
+from .schedule import Schedule, Transfer, chunk_nbytes
+
+
+def reduce_scatter(x: np.ndarray, ctx: Context) -> None:
+    """Reduce in place; afterwards chunk ctx.rank of x holds the reduced chunk."""
+    n, r, t = ctx.size, ctx.rank, ctx.transport
+    chunks = ctx.chunks(len(x))
+    if n > 1:
+        right, left = (r + 1) % n, (r - 1) % n
+        width = max(b - a for a, b in chunks)
+        scratch = ctx.scratch(2 * width)
+
+        def post_receives(step):
+            start, stop = chunks[(r - step - 2) % n]
+            slot = (step % 2) * width - start
+            return [t.irecv_reduce(x[a:b], left, scratch[slot + a:slot + b], ctx.combine)
+                    for a, b in ctx.segments(start, stop)]
+
+        sends = [t.isend(x[a:b], right) for a, b in ctx.segments(*chunks[(r - 1) % n])]
+        receives = post_receives(0)
+        for step in range(n - 1):
+            following = post_receives(step + 1) if step < n - 2 else []
+            for request, (a, b) in zip(receives, ctx.segments(*chunks[(r - step - 2) % n])):
+                t.wait(request)
+                if step < n - 2:
+                    sends.append(t.isend(x[a:b], right))
+            receives = following
+        t.waitall(sends)
+    a, b = chunks[r]
+    ctx.finalize(x[a:b])
+
+
+def allgather(x: np.ndarray, ctx: Context) -> None:
+    """Chunk r of x holds rank r's part on entry; every chunk holds everyone's on exit."""
+    n, r, t = ctx.size, ctx.rank, ctx.transport
+    if n == 1:
+        return
+    chunks = ctx.chunks(len(x))
+    right, left = (r + 1) % n, (r - 1) % n
+    steps = [ctx.segments(*chunks[(r - step - 1) % n]) for step in range(n - 1)]
+    receives = [[t.irecv(x[a:b], left) for a, b in segments] for segments in steps]
+    sends = [t.isend(x[a:b], right) for a, b in ctx.segments(*chunks[r])]
+    for step, segments in enumerate(steps):
+        for request, (a, b) in zip(receives[step], segments):
+            t.wait(request)
+            if step < n - 2:
+                sends.append(t.isend(x[a:b], right))
+    t.waitall(sends)
+
+
+def allreduce(x: np.ndarray, ctx: Context) -> None:
+    reduce_scatter(x, ctx)
+    allgather(x, ctx)
+
+
+def broadcast(x: np.ndarray, ctx: Context, root: int = 0) -> None:
+    n, r, t = ctx.size, ctx.rank, ctx.transport
+    if n == 1:
+        return
+    position = (r - root) % n
+    after, before = (r + 1) % n, (r - 1) % n
+    segments = ctx.segments(0, len(x))
+    if position == 0:
+        t.waitall([t.isend(x[a:b], after) for a, b in segments])
+        return
+    receives = [t.irecv(x[a:b], before) for a, b in segments]
+    sends = []
+    for request, (a, b) in zip(receives, segments):
+        t.wait(request)
+        if position < n - 1:
+            sends.append(t.isend(x[a:b], after))
+    t.waitall(sends)
+
+
+def reduce(x: np.ndarray, ctx: Context, root: int = 0) -> None:
+    """Partial sums flow from root-1 back around to root; only root's x changes."""
+    n, r, t = ctx.size, ctx.rank, ctx.transport
+    position = (r - root) % n
+    toward, away = (r - 1) % n, (r + 1) % n
+    segments = ctx.segments(0, len(x))
+    if n > 1 and position == n - 1:
+        t.waitall([t.isend(x[a:b], toward) for a, b in segments])
+        return
+    if n > 1:
+        scratch = ctx.scratch(len(x))
+        if position == 0:
+            t.waitall([t.irecv_reduce(x[a:b], away, scratch[a:b], ctx.combine)
+                       for a, b in segments])
+        else:
+            receives = [t.irecv(scratch[a:b], away) for a, b in segments]
+            sends = []
+            for request, (a, b) in zip(receives, segments):
+                t.wait(request)
+                ctx.combine(x[a:b], scratch[a:b], out=scratch[a:b])
+                sends.append(t.isend(scratch[a:b], toward))
+            t.waitall(sends)
+            return
+    ctx.finalize(x)
+
+
+# ---- schedules -------------------------------------------------------------------------
+
+def reduce_scatter_schedule(n: int, count: int, itemsize: int, root: int = 0) -> Schedule:
+    sizes = chunk_nbytes(count, n, itemsize)
+    return Schedule([[Transfer(r, (r + 1) % n, sizes[(r - s - 1) % n], reduce=True)
+                      for r in range(n)] for s in range(n - 1)])
+
+
+def allgather_schedule(n: int, count: int, itemsize: int, root: int = 0) -> Schedule:
+    sizes = chunk_nbytes(count, n, itemsize)
+    return Schedule([[Transfer(r, (r + 1) % n, sizes[(r - s) % n]) for r in range(n)]
+                     for s in range(n - 1)])
+
+
+def allreduce_schedule(n: int, count: int, itemsize: int, root: int = 0) -> Schedule:
+    return reduce_scatter_schedule(n, count, itemsize) + allgather_schedule(n, count, itemsize)
+
+
+def broadcast_schedule(n: int, count: int, itemsize: int, root: int = 0) -> Schedule:
+    return Schedule([[Transfer((root + p) % n, (root + p + 1) % n, count * itemsize)]
+                     for p in range(n - 1)])
+
+
+def reduce_schedule(n: int, count: int, itemsize: int, root: int = 0) -> Schedule:
+    return Schedule([[Transfer((root + p) % n, (root + p - 1) % n, count * itemsize, reduce=True)]
+                     for p in range(n - 1, 0, -1)])

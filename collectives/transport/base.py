@@ -1,0 +1,72 @@
+"""The transport seam.
+
+A transport moves contiguous numpy arrays between ranks of one communicator. Everything is
+nonblocking and returns a Request; `waitall` completes them. `irecv_reduce` is the seam a
+peer-memory transport (shared memory, CUDA IPC) uses to reduce straight from the peer's
+buffer: over MPI it is a receive into scratch followed by a local combine, run when the
+request completes. A wait that exceeds the communicator's timeout raises PeerTimeout naming
+this rank and the peer it was waiting for, instead of hanging.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+class PeerTimeout(TimeoutError):
+    """A peer did not send or receive within the timeout (dead, hung, or in another call)."""
+
+
+class Request:
+    """One pending transfer. `on_complete` runs once, after the bytes have arrived."""
+
+    __slots__ = ("handle", "kind", "peer", "nbytes", "on_complete", "done")
+
+    def __init__(self, handle, kind: str, peer: int, nbytes: int,
+                 on_complete: Callable[[], None] | None = None):
+        self.handle = handle
+        self.kind = kind
+        self.peer = peer
+        self.nbytes = nbytes
+        self.on_complete = on_complete
+        self.done = False
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.nbytes} bytes {'to' if self.kind == 'send' else 'from'} rank {self.peer}"
+
+
+class Transport:
+    """Point-to-point moves between the ranks of one communicator."""
+
+    rank: int
+    size: int
+
+    def isend(self, array: np.ndarray, peer: int) -> Request:
+        raise NotImplementedError
+
+    def irecv(self, array: np.ndarray, peer: int) -> Request:
+        raise NotImplementedError
+
+    def irecv_reduce(self, dst: np.ndarray, peer: int, scratch: np.ndarray,
+                     combine: Callable[[np.ndarray, np.ndarray], None]) -> Request:
+        """Receive len(dst) elements from `peer` and, on completion, combine(dst, received)."""
+        req = self.irecv(scratch, peer)
+        req.on_complete = lambda: combine(dst, scratch)
+        return req
+
+    def waitall(self, requests: Sequence[Request]) -> None:
+        raise NotImplementedError
+
+    def wait(self, request: Request) -> None:
+        self.waitall((request,))
+
+    def sendrecv(self, send: np.ndarray, dst: int, recv: np.ndarray, src: int) -> None:
+        self.waitall((self.irecv(recv, src), self.isend(send, dst)))
+
+    def exchange(self, values: np.ndarray) -> np.ndarray:
+        """Allgather a small int64 vector from every rank: the control plane (metadata checks)."""
+        raise NotImplementedError
+
+    def barrier(self) -> None:
+        raise NotImplementedError

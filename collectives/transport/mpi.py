@@ -1,0 +1,80 @@
+"""MPI point-to-point transport (mpi4py), the portable one.
+
+Arrays travel as raw bytes (MPI.BYTE), so every dtype, bfloat16 included, moves the same way
+and byte counts are exact. All traffic uses one tag on a communicator duplicated for the
+library, so MPI's non-overtaking rule keeps segments in posting order and user traffic never
+matches ours.
+
+Waiting polls `Testall` instead of blocking in `Waitall`, for two reasons: a timeout can be
+raised as an exception naming the peer (a blocked MPI_Waitall cannot be interrupted), and a
+waiting rank yields its core (`sched_yield`) once a short spin has not succeeded, which
+matters when more ranks than cores share a machine.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Sequence
+
+import numpy as np
+from mpi4py import MPI
+
+from .base import PeerTimeout, Request, Transport
+
+TAG = 7
+SPIN_SECONDS = 50e-6
+
+
+def _bytes(array: np.ndarray):
+    return [array.view(np.uint8) if array.dtype != np.uint8 else array, MPI.BYTE]
+
+
+class MPITransport(Transport):
+    def __init__(self, comm: "MPI.Comm", timeout: float):
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+        self.timeout = timeout
+
+    def isend(self, array, peer):
+        return Request(self.comm.Isend(_bytes(array), peer, TAG), "send", peer, array.nbytes)
+
+    def irecv(self, array, peer):
+        return Request(self.comm.Irecv(_bytes(array), peer, TAG), "receive", peer, array.nbytes)
+
+    def waitall(self, requests: Sequence[Request]) -> None:
+        pending = [r for r in requests if not r.done]
+        if not pending:
+            return
+        handles = [r.handle for r in pending]
+        if not MPI.Request.Testall(handles):
+            self._poll(handles, pending)
+        for r in pending:
+            r.done = True
+            if r.on_complete is not None:
+                r.on_complete()
+
+    def _poll(self, handles, pending) -> None:
+        start = time.monotonic()
+        deadline = start + self.timeout
+        spin_until = start + SPIN_SECONDS
+        testall = MPI.Request.Testall
+        while not testall(handles):
+            now = time.monotonic()
+            if now > spin_until:
+                os.sched_yield()
+            if now > deadline:
+                stuck = [r.describe() for r, h in zip(pending, handles) if not h.Test()]
+                raise PeerTimeout(f"ringps: rank {self.rank} timed out after {self.timeout:g} s "
+                                  f"waiting to {'; '.join(stuck[:3])}: the peer is dead, hung, "
+                                  f"or in a different collective")
+
+    def exchange(self, values: np.ndarray) -> np.ndarray:
+        values = np.ascontiguousarray(values, dtype=np.int64)
+        table = np.empty((self.size, values.size), dtype=np.int64)
+        handle = self.comm.Iallgather(values, table)
+        self.waitall([Request(handle, "exchange metadata with", -1, values.nbytes)])
+        return table
+
+    def barrier(self) -> None:
+        self.waitall([Request(self.comm.Ibarrier(), "meet in a barrier with", -1, 0)])

@@ -1,0 +1,1 @@
+"""ringps topology: discovery, presets, cost model and the `auto` strategy. See DESIGN.md."""
