@@ -11,6 +11,7 @@ the wire while segment k-1 is being reduced.
 from __future__ import annotations
 
 DEFAULT_SEGMENT_BYTES = 1 << 20
+MAX_SEGMENTS = 256        # per chunk: more outstanding messages only slow MPI's matching down
 
 
 def chunk_bounds(count: int, parts: int) -> list[tuple[int, int]]:
@@ -30,11 +31,12 @@ def chunk_bounds(count: int, parts: int) -> list[tuple[int, int]]:
 
 def segment_bounds(start: int, stop: int, itemsize: int,
                    segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> list[tuple[int, int]]:
-    """Cut [start, stop) into segments of at most `segment_bytes` (at least one element).
+    """Cut [start, stop) into segments of about `segment_bytes` (at least one element).
 
-    An empty chunk still yields one empty segment so that both ends of a link post the same
-    number of messages."""
-    per = max(1, segment_bytes // max(1, itemsize))
+    Segments grow beyond `segment_bytes` where a chunk would otherwise need more than
+    MAX_SEGMENTS of them. An empty chunk still yields one empty segment so that both ends
+    of a link post the same number of messages."""
+    per = max(1, segment_bytes // max(1, itemsize), -(-(stop - start) // MAX_SEGMENTS))
     if stop <= start:
         return [(start, start)]
     return [(s, min(s + per, stop)) for s in range(start, stop, per)]

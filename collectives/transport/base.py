@@ -33,6 +33,8 @@ class Request:
         self.done = False
 
     def describe(self) -> str:
+        if self.peer < 0:
+            return f"{self.kind} the other ranks"
         return f"{self.kind} {self.nbytes} bytes {'to' if self.kind == 'send' else 'from'} rank {self.peer}"
 
 

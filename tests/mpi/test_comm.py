@@ -1,0 +1,68 @@
+"""Communicator: node groups (real and pretend), leaders, roles, and algorithms on sub-groups."""
+import numpy as np
+import pytest
+
+import collectives as C
+from collectives.comm import Communicator, assign_servers
+
+
+def test_world_is_one_node_here(comm):
+    assert comm.num_nodes == 1 and comm.local_size == comm.size
+    assert comm.node is comm
+    assert (comm.leaders is not None) == (comm.rank == 0)
+
+
+@pytest.mark.parametrize("per_node", [1, 2, 3])
+def test_pretend_nodes(comm, per_node):
+    c = Communicator(ranks_per_node=per_node)
+    n = comm.size
+    assert c.node_of_rank == [r // per_node for r in range(n)]
+    assert c.num_nodes == -(-n // per_node)
+    assert c.local_rank == comm.rank % per_node
+    assert c.node.size == min(per_node, n - (comm.rank // per_node) * per_node)
+    if c.local_rank == 0:
+        assert c.leaders.size == c.num_nodes and c.leaders.rank == comm.rank // per_node
+    else:
+        assert c.leaders is None
+    # algorithms run unchanged on the sub-communicators
+    x = np.full(11, comm.rank, np.int64)
+    C.allreduce(x, algorithm="ring", comm=c.node)
+    local = [r for r in range(n) if r // per_node == comm.rank // per_node]
+    assert (x == sum(local)).all()
+    if c.leaders is not None:
+        y = np.full(5, comm.rank, np.int64)
+        C.allreduce(y, algorithm="blocked", comm=c.leaders)
+        assert (y == sum(range(0, n, per_node))).all()
+
+
+def test_roles_dedicated_servers(comm):
+    if comm.size < 2:
+        pytest.skip("needs a worker and a server")
+    c = Communicator(servers=1)
+    assert c.server_ranks == [comm.size - 1]
+    assert c.role == ("server" if comm.rank == comm.size - 1 else "worker")
+    if c.role == "worker":
+        assert c.workers.size == comm.size - 1
+        x = np.ones(3)
+        C.allreduce(x, comm=c.workers)
+        assert (x == comm.size - 1).all()
+    else:
+        assert c.workers is None
+
+
+def test_server_placement_rules():
+    nodes = [0, 0, 1, 1, 2, 2]
+    assert assign_servers(nodes, 2, "dedicated") == [4, 5]
+    assert assign_servers(nodes, 3, "per-node") == [1, 3, 5]
+    with pytest.raises(ValueError, match="at least one worker"):
+        assign_servers(nodes, 6, "dedicated")
+    with pytest.raises(ValueError, match="one server per node"):
+        assign_servers(nodes, 4, "per-node")
+    with pytest.raises(ValueError, match="unknown server placement"):
+        assign_servers(nodes, 1, "random")
+
+
+def test_environment_settings(comm, monkeypatch):
+    monkeypatch.setenv("RINGPS_RANKS_PER_NODE", "1")
+    c = Communicator()
+    assert c.num_nodes == comm.size and c.leaders is c

@@ -1,0 +1,32 @@
+"""Failures end the job with a message naming the rank; nothing hangs."""
+from mpirun import run
+
+
+def test_failing_rank_kills_the_job_and_is_named():
+    rc, out = run(3, ["-m", "pytest", "tests/mpi/test_harness.py", "-q", "-p", "no:cacheprovider"],
+                  timeout=120, env={"RINGPS_DELIBERATE_FAILURE": "1"})
+    assert rc not in (None, 0), out
+    assert "RANK 1 of 3 FAILED" in out and "deliberate failure on rank 1" in out, out
+
+
+def test_silent_peer_raises_timeout_naming_the_peer():
+    rc, out = run(3, ["tests/scenarios/silent_peer.py", "nocheck"], timeout=60)
+    assert rc is not None, out
+    # rank 2 receives from rank 1 in the ring; rank 0 then starves waiting for rank 2
+    assert "rank 2: PeerTimeout: ringps: rank 2 timed out after 2 s waiting to receive" in out, out
+    assert "from rank 1" in out, out
+    assert "rank 0: PeerTimeout" in out and "NO ERROR" not in out, out
+
+
+def test_silent_peer_fails_the_metadata_check_in_time():
+    rc, out = run(3, ["tests/scenarios/silent_peer.py", "check"], timeout=60)
+    assert rc is not None, out
+    for rank in (0, 2):
+        assert (f"rank {rank}: PeerTimeout: ringps: rank {rank} timed out after 2 s waiting to "
+                f"exchange metadata with the other ranks") in out, out
+
+
+def test_dead_peer_ends_the_job():
+    rc, out = run(3, ["tests/scenarios/dead_peer.py"], timeout=120)
+    assert rc is not None, f"job hung after a rank died:\n{out}"
+    assert rc != 0 and "finished although rank 1 is dead" not in out, out

@@ -1,0 +1,30 @@
+"""Schedules (serially): the byte counts the d2l chapter's cost formulas rest on."""
+import pytest
+
+from collectives import ALGORITHMS, COLLECTIVES
+
+S = 160 * 10 ** 6      # d2l's 160 MB gradient, in float32
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_byte_counts_behind_the_d2l_costs(n):
+    count = S // 4
+    sent = {name: ALGORITHMS.schedule(name, n, count, 4) for name in ALGORITHMS}
+    # root: rank 0's link carries (n-1)S in and (n-1)S out
+    assert sent["root"].bytes_received(0) == sent["root"].bytes_sent(0) == (n - 1) * S
+    # host: the extra endpoint sees n gradients (one of them a local copy on CPU buffers)
+    host_in = sum(t.nbytes for t in sent["host"].steps[0])
+    assert host_in == n * S
+    # blocked and ring: 2(n-1)/n * S per rank, the allreduce lower bound
+    for name in ("blocked", "ring"):
+        for r in range(n):
+            assert sent[name].bytes_sent(r) == pytest.approx(2 * (n - 1) / n * S, abs=8)
+    assert len(sent["ring"].steps) == 2 * (n - 1) and len(sent["blocked"].steps) == 2
+
+
+def test_every_registered_collective_has_a_schedule():
+    for collective, registry in COLLECTIVES.items():
+        for name in registry:
+            schedule = registry.schedule(name, 5, 1009, 8, root=2)
+            assert sum(schedule.bytes_sent(r) for r in range(5)) == \
+                sum(schedule.bytes_received(r) for r in range(5)) > 0
