@@ -109,6 +109,12 @@ class Communicator:
         return Communicator(sub, timeout=self.timeout, servers=0,
                             _node_of_rank=[self.node_of_rank[r] for r in members])
 
+    def subset(self, ranks: list[int]) -> "Communicator | None":
+        """A Communicator of `ranks` (torch's new_group); None on the other ranks. Collective:
+        every rank of this communicator calls it with the same list."""
+        members = sorted(set(ranks))
+        return self._split(0 if self.rank in members else None, members)
+
     def barrier(self) -> None:
         self.transport.barrier()
 

@@ -1,0 +1,123 @@
+"""Command-line parsing and validation for `python -m bench`, done before MPI starts so a
+typo costs nothing and ends with one line, not a traceback on every rank."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import collectives as C
+
+from .definitions import DEFINITIONS
+from .launch import env_rank
+from .units import parse_size, size_range
+
+BASELINES = ("mpi", "gloo")
+
+
+class UsageError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _common(p: argparse.ArgumentParser, **defaults) -> None:
+    p.add_argument("--np", type=int, help="not under mpiexec: start this many local ranks")
+    p.add_argument("--out", default="results", help="results folder root (default: results)")
+    p.add_argument("--json", action="store_true", help="one JSON object per row on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no table, no progress bar")
+    p.add_argument("--dtype", default="float32", help=f"one of {', '.join(C.DTYPE_NAMES)}")
+    p.add_argument("--algo", default="all", help="ringps algorithms, comma-separated, or 'all'")
+    p.add_argument("--iters", type=int, default=defaults.get("iters"),
+                   help="timed iterations (default: by size, 3..20)")
+    p.add_argument("--warmup", type=int, default=defaults.get("warmup", 2))
+    p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                   help="check results against a float64 reference (#wrong column)")
+    p.add_argument("--metadata-check", action="store_true",
+                   help="time ringps with its cross-rank metadata check on (default off)")
+    p.add_argument("--no-gloo", action="store_true", help="skip the torch gloo baseline")
+    p.add_argument("--ranks-per-node", type=int, help="pretend nodes of this many ranks")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m bench", description="ringps benchmarks (run under mpiexec)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for name in DEFINITIONS:
+        p = sub.add_parser(name, help=f"{name} sweep over sizes, nccl-tests style")
+        p.add_argument("-b", "--minbytes", type=_size, default=_size("1K"))
+        p.add_argument("-e", "--maxbytes", type=_size, default=_size("64M"))
+        p.add_argument("-f", "--stepfactor", type=int, default=4)
+        p.add_argument("--op", default="sum", help=f"one of {', '.join(C.OP_NAMES)}")
+        _common(p)
+    p = sub.add_parser("d2l", help="the d2l Parameter Servers table, measured here")
+    p.add_argument("--size", type=_size, default=_size("160M"))
+    _common(p, iters=5, warmup=1)
+    p = sub.add_parser("scaling", help="sync time vs rank count (1..N ranks)")
+    p.add_argument("--size", type=_size, default=_size("16M"))
+    p.add_argument("--max-ranks", type=int, help="largest rank count (default: all)")
+    _common(p, iters=10, warmup=1)
+    p = sub.add_parser("suite", help="the main job: allreduce sweep + d2l + scaling + REPORT.md")
+    p.add_argument("-b", "--minbytes", type=_size, default=_size("1K"))
+    p.add_argument("-e", "--maxbytes", type=_size, default=_size("64M"))
+    p.add_argument("-f", "--stepfactor", type=int, default=4)
+    p.add_argument("--d2l-size", type=_size, default=_size("160M"))
+    p.add_argument("--scaling-size", type=_size, default=_size("16M"))
+    _common(p)
+    return parser
+
+
+def algorithms(args, collective: str) -> list[str]:
+    registry = C.COLLECTIVES[collective]
+    if args.algo == "all":
+        return list(registry)
+    names = [n for n in args.algo.split(",") if n and n not in BASELINES]
+    return names
+
+
+def validate(args) -> None:
+    collective = args.command if args.command in DEFINITIONS else "allreduce"
+    registry = C.COLLECTIVES[collective]
+    if args.algo != "all":
+        unknown = [n for n in args.algo.split(",") if n not in registry and n not in BASELINES]
+        if unknown or not args.algo.strip(","):
+            raise UsageError(f"unknown {collective} algorithm {','.join(unknown) or args.algo!r} "
+                             f"(known: {', '.join(registry)}, all)")
+    if args.dtype not in C.DTYPE_NAMES:
+        raise UsageError(f"unsupported dtype {args.dtype!r} (supported: {', '.join(C.DTYPE_NAMES)})")
+    if args.dtype == "bfloat16":
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise UsageError("bfloat16 buffers are torch tensors: pip install ringps[torch]")
+    op = getattr(args, "op", "sum")
+    if op not in C.OP_NAMES:
+        raise UsageError(f"unknown op {op!r} (known: {', '.join(C.OP_NAMES)})")
+    if op == "avg" and not args.dtype.startswith(("float", "bfloat")):
+        raise UsageError(f"op 'avg' is not defined for integer dtype {args.dtype}")
+    if hasattr(args, "minbytes"):
+        try:
+            size_range(args.minbytes, args.maxbytes, args.stepfactor)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    if args.iters is not None and args.iters < 1:
+        raise UsageError(f"--iters must be >= 1, got {args.iters}")
+
+
+def parse(argv: list[str]):
+    try:
+        args = build_parser().parse_args(argv)
+        validate(args)
+        return args
+    except UsageError as exc:
+        if env_rank() == 0:
+            print(f"bench: error: {exc}", file=sys.stderr)
+        raise SystemExit(2)

@@ -1,0 +1,183 @@
+"""The benchmark jobs behind `python -m bench`: a sweep per collective, the d2l table, the
+scaling sweep, and the suite that runs all three into one results folder with a report.
+Each job returns a section (rows, tables, images) so the suite can assemble them."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from . import d2l, environment, membw, plots, report, results, tables
+from .baselines import GlooBaseline, MPIBaseline, Unavailable
+from .cli import algorithms
+from .definitions import DEFINITIONS
+from .scaling import run_scaling
+from .sweep import run_sweep
+from .units import format_size, size_range
+
+
+class Output:
+    """What rank 0 shows and writes; the other ranks only compute."""
+
+    def __init__(self, comm, args, name: str):
+        self.comm, self.args = comm, args
+        self.root = comm.rank == 0
+        self.folder = results.new_folder(args.out, name) if self.root else None
+        self.notes: set[str] = set()
+
+    @property
+    def talking(self) -> bool:
+        return self.root and not self.args.quiet and not self.args.json
+
+    def say(self, text: str) -> None:
+        if self.talking:
+            print(text, flush=True)
+
+    def rows(self, rows: list[dict], title: str) -> None:
+        if self.root and self.args.json:
+            for row in rows:
+                print(results.json_line(row), flush=True)
+        elif self.talking:
+            print(tables.header(title))
+            for row in rows:
+                print(tables.line(row))
+            print(flush=True)
+
+    def progress(self, total: int, what: str):
+        if not self.talking:
+            return None
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return None
+        return tqdm(total=total, desc=what, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+    def plot(self, function, *a) -> list[str]:
+        if not self.root:
+            return []
+        if not plots.available():
+            self.notes.add("plots skipped: matplotlib is not installed (pip install ringps[plot])")
+            return []
+        return [str(function(*a))]
+
+
+def _baselines(comm, args, out: Output) -> list:
+    chosen = [MPIBaseline(comm)]
+    if not args.no_gloo:
+        try:
+            chosen.append(GlooBaseline(comm))
+        except Unavailable as why:
+            out.notes.add(f"gloo baseline skipped: {why}")
+    return chosen
+
+
+def _title(comm, what: str) -> str:
+    return f"ringps {what}: {comm.size} ranks on {comm.num_nodes} node(s)"
+
+
+def sweep_section(comm, args, out: Output, collective: str) -> dict:
+    definition = DEFINITIONS[collective]
+    sizes = size_range(args.minbytes, args.maxbytes, args.stepfactor)
+    names = algorithms(args, collective)
+    baselines = _baselines(comm, args, out)
+    bar = out.progress(len(sizes) * (len(names) + len(baselines)), collective)
+    rows = run_sweep(comm, definition, sizes, dtype=args.dtype, op=getattr(args, "op", "sum"),
+                     algorithms=names, baselines=baselines, iters=args.iters,
+                     warmup=args.warmup, check=args.check, metadata_check=args.metadata_check,
+                     progress=bar, notes=out.notes)
+    if bar is not None:
+        bar.close()
+    title = _title(comm, f"{collective} {args.dtype} {rows[0]['op'] or ''}".rstrip())
+    out.rows(rows, title)
+    images = out.plot(plots.busbw_vs_size, rows, out.folder / f"{collective}_busbw.png", title) \
+        if out.root else []
+    return {"title": f"{collective} sweep", "rows": rows, "images": images, "name": collective,
+            "text": f"`{' '.join(sys.argv[1:]) or collective}`: busbw per algorithm; "
+                    f"`ratio` is busbw over MPI's own {collective} at the same size."}
+
+
+def d2l_section(comm, args, out: Output, size: int) -> dict:
+    baselines = _baselines(comm, args, out)
+    names = algorithms(args, "allreduce")
+    bar = out.progress(len(names) + len(baselines), "d2l")
+    rows = run_sweep(comm, DEFINITIONS["allreduce"], [size], dtype=args.dtype, op="sum",
+                     algorithms=names, baselines=baselines, iters=args.iters or 5,
+                     warmup=min(args.warmup, 1), check=args.check,
+                     metadata_check=args.metadata_check, progress=bar, notes=out.notes)
+    if bar is not None:
+        bar.close()
+    headers, body, bars = d2l.table(rows)
+    title = (f"d2l 'Parameter Servers' table: {format_size(size)} {args.dtype} gradient, "
+             f"{comm.size} ranks on {comm.num_nodes} node(s)")
+    if out.root and args.json:
+        for row in rows:
+            print(results.json_line(row), flush=True)
+    out.say(f"# {title}\n{tables.text_table(headers, body)}\n")
+    images = out.plot(plots.d2l_bars, bars, out.folder / "d2l.png", title) if out.root else []
+    return {"title": "d2l table", "rows": rows, "table": (headers, body), "images": images,
+            "name": "d2l", "text": title + ". d2l's figures are for the hardware named; "
+            "compare the ratios, not the milliseconds."}
+
+
+def scaling_section(comm, args, out: Output, size: int) -> dict:
+    max_ranks = min(args.max_ranks or comm.size, comm.size) if hasattr(args, "max_ranks") \
+        else comm.size
+    names = algorithms(args, "allreduce")
+    bar = out.progress(max_ranks * (len(names) + 1 + (not args.no_gloo)), "scaling")
+    rows = run_scaling(comm, size, max_ranks, dtype=args.dtype, algorithms=names,
+                       iters=args.iters or 10, warmup=min(args.warmup, 1),
+                       use_gloo=not args.no_gloo, progress=bar, notes=out.notes)
+    if bar is not None:
+        bar.close()
+    rows = out_rows = comm_gather_rows(comm, rows)
+    title = f"sync time vs ranks: {format_size(size)} {args.dtype} allreduce, 1..{max_ranks} ranks"
+    body = [[r["ranks"], r["algo"], f"{r['time_us'] / 1e3:.2f}", f"{r['busbw']:.3f}",
+             r["wrong"]] for r in out_rows]
+    headers = ["ranks", "algo", "time_ms", "busbw", "#wrong"]
+    if out.root and args.json:
+        for row in rows:
+            print(results.json_line(row), flush=True)
+    out.say(f"# {title}\n{tables.text_table(headers, body)}\n")
+    images = out.plot(plots.time_vs_ranks, rows, out.folder / "scaling.png", title) \
+        if out.root else []
+    return {"title": "sync time vs ranks", "rows": rows, "table": (headers, body),
+            "images": images, "name": "scaling", "text": title + "."}
+
+
+def comm_gather_rows(comm, rows: list[dict]) -> list[dict]:
+    """Scaling rows live on rank 0 already (it is in every subset); others return theirs."""
+    return rows
+
+
+def save(comm, out: Output, sections: list[dict], env: dict, probe: dict) -> None:
+    if not out.root:
+        return
+    for section in sections:
+        results.write_csv(out.folder / f"{section['name']}.csv", section["rows"])
+    results.write_json(out.folder / "results.json", {
+        "environment": env, "memory_bandwidth": probe, "notes": sorted(out.notes),
+        "sections": {s["name"]: s["rows"] for s in sections}})
+    for note in sorted(out.notes):
+        out.say(f"# note: {note}")
+    out.say(f"# memory bandwidth (all ranks): copy {probe['copy_GBps_all_ranks']} GB/s, "
+            f"add {probe['add_GBps_all_ranks']} GB/s")
+    out.say(f"# results: {out.folder}")
+
+
+def run(comm, args) -> None:
+    out = Output(comm, args, args.command)
+    if args.command in DEFINITIONS:
+        sections = [sweep_section(comm, args, out, args.command)]
+    elif args.command == "d2l":
+        sections = [d2l_section(comm, args, out, args.size)]
+    elif args.command == "scaling":
+        sections = [scaling_section(comm, args, out, args.size)]
+    else:
+        sections = [sweep_section(comm, args, out, "allreduce"),
+                    d2l_section(comm, args, out, args.d2l_size),
+                    scaling_section(comm, args, out, args.scaling_size)]
+    env = environment.describe(comm)
+    probe = membw.probe(comm)
+    save(comm, out, sections, env, probe)
+    if args.command == "suite" and out.root:
+        path = report.write(out.folder, env, probe, sections)
+        out.say(f"# report: {path}")

@@ -1,0 +1,74 @@
+"""A sweep: one collective over sizes x implementations (ringps algorithms and baselines),
+each timed by the harness and checked by its definition. Produces rows (dicts) with the
+columns every output (table, CSV, JSON, plots) uses."""
+from __future__ import annotations
+
+import numpy as np
+
+import collectives as C
+
+from .baselines import Unavailable
+from .definitions import Definition, load
+from .harness import auto_iters, measure
+from .units import gbps
+
+BASELINE_NAMES = ("mpi", "gloo")
+
+
+def itemsize(dtype: str) -> int:
+    return 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+
+
+def run_sweep(comm, definition: Definition, sizes, *, dtype="float32", op="sum", algorithms,
+              baselines=(), iters=None, warmup=2, check=True, metadata_check=False,
+              progress=None, notes=None) -> list[dict]:
+    rows = []
+    for nbytes in sizes:
+        count = nbytes // itemsize(dtype)
+        case = definition.case(comm, count, dtype, op)
+        runs = []
+        for baseline in baselines:
+            try:
+                runs.append((baseline.name, definition.baseline(case, baseline)))
+            except Unavailable as why:
+                if notes is not None:
+                    notes.add(f"{baseline.name} {definition.name} {dtype}: {why}")
+        runs += [(name, definition.ringps(case, name, metadata_check)) for name in algorithms]
+        size_rows = []
+        for name, run in runs:
+            timing = measure(run, comm, auto_iters(nbytes, iters), warmup)
+            wrong = _check(definition, case, name, run, comm) if check else -1
+            algbw = gbps(count * itemsize(dtype), timing.median)
+            size_rows.append({
+                "collective": definition.name, "algo": name, "dtype": dtype,
+                "op": case.op or "", "ranks": comm.size, "nodes": comm.num_nodes,
+                "bytes": count * itemsize(dtype), "count": count,
+                "time_us": timing.median * 1e6, "min_us": timing.min * 1e6,
+                "max_us": timing.max * 1e6, "iters": timing.iters, "algbw": algbw,
+                "busbw": algbw * definition.busbw_factor(comm.size), "wrong": wrong})
+            if progress is not None:
+                progress.update(1)
+        _ratios(size_rows)
+        rows += size_rows
+    return rows
+
+
+def _check(definition, case, name, run, comm) -> int:
+    definition.fill(case)
+    run()
+    wrong = np.array([definition.wrong(case, name)], dtype=np.int64)
+    C.allreduce(wrong, comm=comm, check=False)
+    load(case.x, np.zeros(case.count))
+    return int(wrong[0])
+
+
+def _ratios(rows: list[dict]) -> None:
+    """busbw as a multiple of the MPI library's at the same size (time ratio when busbw is 0)."""
+    mpi = next((r for r in rows if r["algo"] == "mpi"), None)
+    for row in rows:
+        if mpi is None:
+            row["ratio"] = None
+        elif mpi["busbw"] > 0:
+            row["ratio"] = row["busbw"] / mpi["busbw"]
+        else:
+            row["ratio"] = mpi["time_us"] / row["time_us"] if row["time_us"] else None

@@ -1,0 +1,47 @@
+"""Rows -> text: the stdout table (nccl-tests' columns), markdown for REPORT.md."""
+from __future__ import annotations
+
+from .units import format_size
+
+COLUMNS = [("size", 8), ("count", 11), ("type", 8), ("op", 4), ("algo", 8), ("time_us", 11),
+           ("algbw", 9), ("busbw", 9), ("ratio", 6), ("#wrong", 7)]
+
+
+def _cells(row: dict) -> list[str]:
+    ratio = row.get("ratio")
+    return [format_size(row["bytes"]), str(row["count"]), row["dtype"], row["op"] or "-",
+            row["algo"], f"{row['time_us']:.1f}", f"{row['algbw']:.3f}", f"{row['busbw']:.3f}",
+            "-" if ratio is None else f"{ratio:.2f}",
+            "n/a" if row["wrong"] < 0 else str(row["wrong"])]
+
+
+def header(title: str) -> str:
+    names = "".join(name.rjust(width) for name, width in COLUMNS)
+    return (f"# {title}\n# algbw, busbw in GB/s (1e9); ratio = busbw / mpi busbw at the same size\n"
+            f"#{names[1:]}")
+
+
+def line(row: dict) -> str:
+    return "".join(cell.rjust(width) for cell, (_, width) in zip(_cells(row), COLUMNS))
+
+
+def markdown(rows: list[dict], columns=None) -> str:
+    names = [name for name, _ in COLUMNS]
+    out = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    out += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def markdown_table(headers: list[str], body: list[list]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
+    return "\n".join(out)
+
+
+def text_table(headers: list[str], body: list[list]) -> str:
+    """Left-aligned plain-text columns for stdout."""
+    cells = [headers] + [[str(c) for c in row] for row in body]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,41 @@
+"""Sizes and rates the way nccl-tests and OSU print them: sizes with K/M/G suffixes
+(powers of 1024, like nccl-tests' -b/-e), bandwidths in GB/s with GB = 1e9."""
+from __future__ import annotations
+
+import re
+
+SUFFIXES = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?)B?\s*", str(text), re.IGNORECASE)
+    if not match:
+        raise ValueError(f"cannot read size {text!r} (examples: 1024, 4K, 16M, 1G)")
+    return int(float(match.group(1)) * SUFFIXES[match.group(2).upper()])
+
+
+def format_size(nbytes: int) -> str:
+    for suffix in ("G", "M", "K"):
+        unit = SUFFIXES[suffix]
+        if nbytes >= unit and nbytes % unit == 0:
+            return f"{nbytes // unit}{suffix}"
+    return str(nbytes)
+
+
+def size_range(begin: int, end: int, factor: int) -> list[int]:
+    """begin, begin*factor, ... up to end (inclusive), like nccl-tests -b -e -f."""
+    if begin <= 0 or end <= 0:
+        raise ValueError("sizes must be positive")
+    if begin > end:
+        raise ValueError(f"size range reversed: -b {format_size(begin)} > -e {format_size(end)}")
+    if factor < 2:
+        raise ValueError(f"-f must be >= 2, got {factor}")
+    sizes, size = [], begin
+    while size <= end:
+        sizes.append(size)
+        size *= factor
+    return sizes
+
+
+def gbps(nbytes: float, seconds: float) -> float:
+    return nbytes / seconds / 1e9 if seconds > 0 else float("nan")
