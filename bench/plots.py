@@ -46,23 +46,30 @@ def busbw_vs_size(rows: list[dict], path: Path, title: str) -> Path:
 
 
 def d2l_bars(entries: list[dict], path: Path, title: str) -> Path:
-    """entries: {label, measured_ms, d2l_ms (or None)}."""
+    """Left: measured sync time per strategy. Right: time relative to blocked, measured here
+    and published by d2l (the part that should carry over between machines)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
-    labels = [e["label"] for e in entries]
-    xs = range(len(entries))
-    width = 0.4
-    ax.bar([x - width / 2 for x in xs], [e["measured_ms"] for e in entries], width,
-           label="measured here")
-    ax.bar([x + width / 2 for x in xs], [e["d2l_ms"] or 0 for e in entries], width,
-           label="d2l published", alpha=0.7)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
+    xs = list(range(len(entries)))
+    left.bar(xs, [e["measured_ms"] for e in entries], color="tab:blue")
     for x, e in zip(xs, entries):
-        ax.annotate(f"{e['measured_ms']:.1f}", (x - width / 2, e["measured_ms"]),
-                    ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(list(xs), labels, rotation=20)
-    ax.set_ylabel("sync time (ms)")
-    ax.set_title(title)
-    ax.legend()
+        left.annotate(f"{e['measured_ms']:.1f}", (x, e["measured_ms"]), ha="center",
+                      va="bottom", fontsize=8)
+    left.set_xticks(xs, [e["label"] for e in entries], rotation=25)
+    left.set_ylabel("sync time (ms), measured here")
+    left.set_title("measured")
+    same = [e for e in entries if e.get("d2l_x_split")]
+    width = 0.4
+    rx = list(range(len(same)))
+    right.bar([x - width / 2 for x in rx], [e["measured_x_blocked"] for e in same], width,
+              label="measured here")
+    right.bar([x + width / 2 for x in rx], [e["d2l_x_split"] for e in same], width,
+              label="d2l (4 GPUs, PCIe)", alpha=0.8)
+    right.set_xticks(rx, [e["label"] for e in same], rotation=25)
+    right.set_ylabel("time relative to blocked (split)")
+    right.set_title("relative to blocked")
+    right.legend()
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

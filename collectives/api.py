@@ -44,12 +44,24 @@ def _env_flag(name: str, default: bool) -> bool:
     return default if value is None else value.lower() not in ("0", "false", "no", "off")
 
 
+_settings: dict = {}
+
+
+def _defaults() -> tuple[bool, int]:
+    """RINGPS_CHECK and RINGPS_SEGMENT_BYTES, read once (they are per-job settings)."""
+    if not _settings:
+        _settings["check"] = _env_flag("RINGPS_CHECK", True)
+        _settings["segment_bytes"] = int(os.environ.get("RINGPS_SEGMENT_BYTES",
+                                                        partition.DEFAULT_SEGMENT_BYTES))
+    return _settings["check"], _settings["segment_bytes"]
+
+
 def _run(collective: str, buf, *, op, algorithm: str, comm, root: int, check, segment_bytes):
     comm = comm or default_comm()
     registry = COLLECTIVES[collective]
-    check = _env_flag("RINGPS_CHECK", True) if check is None else check
-    if segment_bytes is None:
-        segment_bytes = int(os.environ.get("RINGPS_SEGMENT_BYTES", partition.DEFAULT_SEGMENT_BYTES))
+    default_check, default_segment_bytes = _defaults()
+    check = default_check if check is None else check
+    segment_bytes = default_segment_bytes if segment_bytes is None else segment_bytes
     buffer = reduce_op = error = None
     try:
         buffer = arrays.as_buffer(buf)

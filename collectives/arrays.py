@@ -46,6 +46,9 @@ def _from_torch(t) -> tuple[np.ndarray, str]:
     return t.numpy(), name
 
 
+_NUMPY_NAMES = {np.dtype(name): name for name in dtypes.DTYPE_NAMES if name != "bfloat16"}
+
+
 def _from_numpy(a: np.ndarray) -> tuple[np.ndarray, str]:
     if not a.flags.c_contiguous:
         raise _reject(InputValueError, "non-contiguous buffer",
@@ -54,7 +57,7 @@ def _from_numpy(a: np.ndarray) -> tuple[np.ndarray, str]:
     if not a.flags.writeable:
         raise _reject(InputValueError, "read-only buffer",
                       "read-only array: collectives write their result in place")
-    name = a.dtype.name
+    name = _NUMPY_NAMES.get(a.dtype) or a.dtype.name
     dtypes.lookup(name)
     if name == "bfloat16":            # ml_dtypes' bfloat16
         return a.view(np.uint16), name

@@ -19,10 +19,17 @@ NOT_APPLICABLE = "n/a"
 FIELDS = ("collective", "length", "dtype", "op", "algorithm", "root")
 
 
+_cache: dict = {}
+
+
 def _tables() -> dict[str, list[str]]:
-    algorithms = sorted({name for registry in COLLECTIVES.values() for name in registry})
-    return {"collective": sorted(COLLECTIVES), "dtype": DTYPE_NAMES, "op": OP_NAMES,
-            "algorithm": algorithms}
+    """Name tables for the codes; rebuilt only when a registry gains an algorithm."""
+    key = tuple(len(registry) for registry in COLLECTIVES.values())
+    if _cache.get("key") != key:
+        algorithms = sorted({name for registry in COLLECTIVES.values() for name in registry})
+        _cache.update(key=key, tables={"collective": sorted(COLLECTIVES), "dtype": DTYPE_NAMES,
+                                       "op": OP_NAMES, "algorithm": algorithms})
+    return _cache["tables"]
 
 
 def _code(value, table: list[str] | None) -> int:
@@ -67,6 +74,8 @@ def agree(transport: Transport, *, collective: str, length: int, dtype: str, op:
     table = transport.exchange(np.asarray(row, dtype=np.int64))
     if error is not None:
         raise error
+    if not (table != table[0]).any() and not table[0, -1]:
+        return
     failed = [(rank, REASONS[code - 1]) for rank, code in enumerate(table[:, -1].tolist()) if code]
     if failed:
         who = "; ".join(f"rank {rank}: {reason}" for rank, reason in failed)

@@ -17,12 +17,21 @@ class Registry(Mapping):
     def __init__(self, collective: str, entries: dict[str, str]):
         self.collective = collective
         self._paths = dict(entries)
+        self._modules: dict[str, ModuleType] = {}
 
     def register(self, name: str, module_path: str) -> None:
         self._paths[name] = module_path
+        self._modules.pop(name, None)
+
+    def unregister(self, name: str) -> None:
+        self._paths.pop(name)
+        self._modules.pop(name, None)
 
     def __getitem__(self, name: str) -> ModuleType:
-        return importlib.import_module(self._paths[name])
+        module = self._modules.get(name)
+        if module is None:
+            module = self._modules[name] = importlib.import_module(self._paths[name])
+        return module
 
     def __iter__(self):
         return iter(self._paths)

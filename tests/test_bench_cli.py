@@ -1,0 +1,71 @@
+"""`python -m bench` as a user runs it: bad input ends in one line and a non-zero exit on
+every rank, and real runs leave rows, CSV, JSON, plots and a report."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mpirun import ROOT, run
+
+
+def bench(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["allreduce", "--algo", "tree"], "bench: error: unknown allreduce algorithm 'tree'"),
+    (["allreduce", "-b", "64M", "-e", "1K"], "bench: error: size range reversed"),
+    (["allreduce", "--dtype", "complex64"], "bench: error: unsupported dtype 'complex64'"),
+    (["allreduce", "-b", "12Q"], "bench: error: argument -b/--minbytes: cannot read size"),
+    (["allreduce", "--op", "avg", "--dtype", "int32"], "bench: error: op 'avg' is not defined"),
+    (["nonsense"], "bench: error: argument command: invalid choice"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message):
+    result = bench(*args, "--np", "2")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_bad_input_under_mpiexec_fails_every_rank():
+    rc, out = run(2, ["-m", "bench", "allreduce", "--algo", "tree"], timeout=60)
+    assert rc not in (None, 0) and out.count("bench: error: unknown allreduce algorithm") == 1, out
+    assert "Traceback" not in out
+
+
+def test_without_mpiexec_it_says_how_to_start():
+    result = bench("allreduce")
+    assert result.returncode == 2
+    assert "mpiexec -n 4 python -m bench allreduce" in result.stderr and "--np" in result.stderr
+
+
+def test_sweep_json_rows_and_results_folder(tmp_path):
+    result = bench("allreduce", "--np", "2", "-b", "1K", "-e", "16K", "-f", "4", "--iters", "2",
+                   "--json", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {"collective", "algo", "dtype", "ranks", "bytes", "time_us", "algbw", "busbw",
+            "wrong"} <= set(rows[0])
+    assert {r["algo"] for r in rows} == {"mpi", "gloo", "root", "host", "blocked", "ring"}
+    assert all(r["wrong"] == 0 and r["ranks"] == 2 for r in rows)
+    assert sorted({r["bytes"] for r in rows}) == [1024, 4096, 16384]
+    (folder,) = tmp_path.iterdir()
+    assert {p.name for p in folder.iterdir()} >= {"allreduce.csv", "results.json",
+                                                  "allreduce_busbw.png"}
+    env = json.loads((folder / "results.json").read_text())["environment"]
+    assert env["ranks"] == 2 and env["mpi_library"].startswith("MPICH")
+
+
+def test_suite_writes_report_with_plots(tmp_path):
+    result = bench("suite", "--np", "2", "-b", "1K", "-e", "4K", "--d2l-size", "64K",
+                   "--scaling-size", "64K", "--iters", "2", "-q", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    (folder,) = tmp_path.iterdir()
+    report = (folder / "REPORT.md").read_text()
+    for image in ("allreduce_busbw.png", "d2l.png", "scaling.png"):
+        assert f"]({image})" in report and (folder / image).stat().st_size > 1000
+    assert "GPU0" in report and "| ring |" in report

@@ -1,0 +1,61 @@
+"""bench's arithmetic and parsing, serially."""
+import pytest
+
+from bench import d2l
+from bench.definitions import DEFINITIONS
+from bench.sweep import _ratios
+from bench.units import format_size, gbps, parse_size, size_range
+
+
+@pytest.mark.parametrize("text,value", [("1024", 1024), ("1K", 1024), ("4k", 4096),
+                                        ("16M", 16 << 20), ("1G", 1 << 30), ("160MB", 160 << 20),
+                                        ("0.5K", 512)])
+def test_parse_size(text, value):
+    assert parse_size(text) == value
+
+
+@pytest.mark.parametrize("bad", ["", "K", "12Q", "-4K", "1T"])
+def test_parse_size_rejects(bad):
+    with pytest.raises(ValueError, match="cannot read size"):
+        parse_size(bad)
+
+
+def test_size_range_like_nccl_tests():
+    assert size_range(1024, 16 << 20, 4) == [1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 18,
+                                              1 << 20, 1 << 22, 1 << 24]
+    assert [format_size(s) for s in size_range(1024, 8192, 2)] == ["1K", "2K", "4K", "8K"]
+    with pytest.raises(ValueError, match="size range reversed"):
+        size_range(1 << 20, 1024, 2)
+    with pytest.raises(ValueError, match="-f must be >= 2"):
+        size_range(1, 8, 1)
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 8])
+def test_bus_bandwidth_factors(n):
+    assert DEFINITIONS["allreduce"].busbw_factor(n) == pytest.approx(2 * (n - 1) / n)
+    assert DEFINITIONS["reduce_scatter"].busbw_factor(n) == pytest.approx((n - 1) / n)
+    assert DEFINITIONS["allgather"].busbw_factor(n) == pytest.approx((n - 1) / n)
+    assert DEFINITIONS["broadcast"].busbw_factor(n) == 1.0
+
+
+def test_units_are_gb_of_1e9():
+    assert gbps(2e9, 1.0) == 2.0
+
+
+def test_ratio_is_busbw_over_mpi():
+    rows = [{"algo": "mpi", "busbw": 2.0, "time_us": 10.0},
+            {"algo": "ring", "busbw": 3.0, "time_us": 7.0}]
+    _ratios(rows)
+    assert [r["ratio"] for r in rows] == [1.0, 1.5]
+
+
+def test_d2l_table_relates_to_blocked_like_the_chapter():
+    rows = [{"algo": a, "time_us": t, "wrong": 0} for a, t in
+            [("root", 4000.0), ("host", 5000.0), ("blocked", 1000.0), ("ring", 900.0),
+             ("mpi", 1200.0)]]
+    headers, body, bars = d2l.table(rows)
+    by = {row[0]: dict(zip(headers, row)) for row in body}
+    assert by["root"]["d2l ms"] == "60" and by["root"]["d2l x split"] == "4.00"
+    assert by["host"]["d2l x split"] == "5.33" and by["host"]["x blocked here"] == "5.00"
+    assert by["ring"]["d2l ms"] == "6" and by["ring"]["d2l x split"] == "-"
+    assert by["mpi"]["d2l name"] == "(baseline)"
