@@ -14,7 +14,7 @@ venv: $(STAMP)
 $(STAMP): setup.py constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[test,torch,plot]' tqdm
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,torch,bench]'
 	touch $(STAMP)
 
 test: $(STAMP)

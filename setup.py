@@ -14,6 +14,7 @@ setup(
     extras_require={
         "torch": ["torch>=2.1"],
         "plot": ["matplotlib>=3.5"],
+        "bench": ["matplotlib>=3.5", "tqdm>=4"],
         "cuda12": ["cupy-cuda12x>=13"],
         "cuda13": ["cupy-cuda13x>=14"],
         "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "mpich"],
