@@ -40,7 +40,6 @@ def _gpus() -> list[str]:
 
 
 def describe(comm) -> dict:
-    from mpi4py import MPI
     return {
         "ranks": comm.size,
         "nodes": comm.num_nodes,
@@ -51,7 +50,6 @@ def describe(comm) -> dict:
         "gpus": _gpus(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "mpi_library": MPI.Get_library_version().strip().splitlines()[0],
-        "mpi_standard": "%d.%d" % MPI.Get_version(),
+        **comm.transport.describe(),
         "versions": {p: _version(p) for p in ("ringps", "numpy", "mpi4py", "mpich", "torch")},
     }

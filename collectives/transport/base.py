@@ -72,3 +72,7 @@ class Transport:
 
     def barrier(self) -> None:
         raise NotImplementedError
+
+    def describe(self) -> dict:
+        """What carries the bytes (library, version), for benchmark records."""
+        return {}

@@ -45,3 +45,6 @@ class CountingTransport(Transport):
 
     def barrier(self):
         self.inner.barrier()
+
+    def describe(self):
+        return self.inner.describe()

@@ -76,5 +76,10 @@ class MPITransport(Transport):
         self.waitall([Request(handle, "exchange metadata with", -1, values.nbytes)])
         return table
 
+    def describe(self) -> dict:
+        """Which MPI library moves the bytes (for benchmark records)."""
+        return {"mpi_library": MPI.Get_library_version().strip().splitlines()[0],
+                "mpi_standard": "%d.%d" % MPI.Get_version()}
+
     def barrier(self) -> None:
         self.waitall([Request(self.comm.Ibarrier(), "meet in a barrier with", -1, 0)])
