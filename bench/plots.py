@@ -23,26 +23,33 @@ def _pyplot():
     return plt
 
 
-def busbw_vs_size(rows: list[dict], path: Path, title: str) -> Path:
+def _lines(rows: list[dict], x_key: str, y_of, path: Path, title: str, xlabel: str,
+           ylabel: str, log_sizes: bool = False) -> Path:
+    """One line per algorithm (baselines dashed) of y_of(row) against row[x_key]."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     for algo in dict.fromkeys(r["algo"] for r in rows):
         mine = [r for r in rows if r["algo"] == algo]
-        style = "--" if algo in ("mpi", "gloo") else "-"
-        ax.plot([r["bytes"] for r in mine], [r["busbw"] for r in mine], style, marker="o",
-                label=algo)
-    sizes = sorted({r["bytes"] for r in rows})
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sizes, [format_size(s) for s in sizes], rotation=45)
-    ax.set_xlabel("message size (bytes)")
-    ax.set_ylabel("bus bandwidth (GB/s)")
-    ax.set_title(title)
+        ax.plot([r[x_key] for r in mine], [y_of(r) for r in mine],
+                "--" if algo in ("mpi", "gloo") else "-", marker="o", label=algo)
+    xs = sorted({r[x_key] for r in rows})
+    if log_sizes:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [format_size(x) for x in xs], rotation=45)
+    else:
+        ax.set_xticks(xs)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def busbw_vs_size(rows: list[dict], path: Path, title: str) -> Path:
+    return _lines(rows, "bytes", lambda r: r["busbw"], path, title, "message size (bytes)",
+                  "bus bandwidth (GB/s)", log_sizes=True)
 
 
 def d2l_bars(entries: list[dict], path: Path, title: str) -> Path:
@@ -77,20 +84,5 @@ def d2l_bars(entries: list[dict], path: Path, title: str) -> Path:
 
 
 def time_vs_ranks(rows: list[dict], path: Path, title: str) -> Path:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for algo in dict.fromkeys(r["algo"] for r in rows):
-        mine = [r for r in rows if r["algo"] == algo]
-        style = "--" if algo in ("mpi", "gloo") else "-"
-        ax.plot([r["ranks"] for r in mine], [r["time_us"] / 1e3 for r in mine], style,
-                marker="o", label=algo)
-    ax.set_xticks(sorted({r["ranks"] for r in rows}))
-    ax.set_xlabel("ranks")
-    ax.set_ylabel("sync time (ms)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _lines(rows, "ranks", lambda r: r["time_us"] / 1e3, path, title, "ranks",
+                  "sync time (ms)")
