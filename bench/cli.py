@@ -59,17 +59,27 @@ def build_parser() -> Parser:
         p.add_argument("--op", default="sum", help=f"one of {', '.join(C.OP_NAMES)}")
         _common(p)
     p = sub.add_parser("d2l", help="the d2l Parameter Servers table, measured here")
-    p.add_argument("--size", type=_size, default=_size("160M"))
+    p.add_argument("--size", type=_size, default=_size("160MB"))
     _common(p, iters=5, warmup=1)
     p = sub.add_parser("scaling", help="sync time vs rank count (1..N ranks)")
     p.add_argument("--size", type=_size, default=_size("16M"))
     p.add_argument("--max-ranks", type=int, help="largest rank count (default: all)")
     _common(p, iters=10, warmup=1)
+    p = sub.add_parser("model", help="predicted sync time on a published or described machine "
+                                     "(no MPI needed)")
+    p.add_argument("--preset", default="d2l-4gpu-pcie", help="a topology preset (see "
+                   "`python -m topology presets`)")
+    p.add_argument("--topology", help="a topology file (JSON or TOML) instead of a preset")
+    p.add_argument("--nodes", type=int, default=1, help="nodes of the preset (default 1)")
+    p.add_argument("--ranks", type=int, help="ranks to model (default: every GPU of the topology)")
+    p.add_argument("--size", type=_size, default=_size("160MB"))
+    p.add_argument("--algo", default="all", help="algorithms, comma-separated, or 'all'")
+    p.add_argument("--json", action="store_true", help="one JSON object per result on stdout")
     p = sub.add_parser("suite", help="the main job: allreduce sweep + d2l + scaling + REPORT.md")
     p.add_argument("-b", "--minbytes", type=_size, default=_size("1K"))
     p.add_argument("-e", "--maxbytes", type=_size, default=_size("64M"))
     p.add_argument("-f", "--stepfactor", type=int, default=4)
-    p.add_argument("--d2l-size", type=_size, default=_size("160M"))
+    p.add_argument("--d2l-size", type=_size, default=_size("160MB"))
     p.add_argument("--scaling-size", type=_size, default=_size("16M"))
     _common(p)
     return parser
@@ -84,6 +94,8 @@ def algorithms(args, collective: str) -> list[str]:
 
 
 def validate(args) -> None:
+    if args.command == "model":
+        return validate_model(args)
     collective = args.command if args.command in DEFINITIONS else "allreduce"
     registry = C.COLLECTIVES[collective]
     if args.algo != "all":
@@ -110,6 +122,32 @@ def validate(args) -> None:
             raise UsageError(str(exc)) from None
     if args.iters is not None and args.iters < 1:
         raise UsageError(f"--iters must be >= 1, got {args.iters}")
+
+
+def validate_model(args) -> None:
+    from topology.model import TopologyError
+    from topology.presets import PRESETS
+    if args.topology is None and args.preset not in PRESETS:
+        raise UsageError(f"unknown preset {args.preset!r} (known: {', '.join(PRESETS)})")
+    if args.nodes < 1:
+        raise UsageError(f"--nodes must be >= 1, got {args.nodes}")
+    if args.ranks is not None and args.ranks < 1:
+        raise UsageError(f"--ranks must be >= 1, got {args.ranks}")
+    if args.algo != "all":
+        unknown = [n for n in args.algo.split(",") if n not in C.ALGORITHMS]
+        if unknown:
+            raise UsageError(f"unknown allreduce algorithm {','.join(unknown)!r} "
+                             f"(known: {', '.join(C.ALGORITHMS)}, all)")
+    try:
+        args.topology_object = _load_topology(args)
+    except TopologyError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _load_topology(args):
+    from topology.fileformat import load
+    from topology.presets import preset
+    return load(args.topology) if args.topology else preset(args.preset, nodes=args.nodes)
 
 
 def parse(argv: list[str]):

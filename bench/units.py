@@ -1,21 +1,24 @@
 """Sizes and rates the way nccl-tests and OSU print them: sizes with K/M/G suffixes
-(powers of 1024, like nccl-tests' -b/-e), bandwidths in GB/s with GB = 1e9."""
+(powers of 1024, like nccl-tests' -b/-e; KiB/MiB/GiB say the same), KB/MB/GB in powers of
+1000 (d2l's "160 MB" is 160e6 bytes), bandwidths in GB/s with GB = 1e9."""
 from __future__ import annotations
 
 import re
 
-SUFFIXES = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+SUFFIXES = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30,
+            "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30,
+            "KB": 10 ** 3, "MB": 10 ** 6, "GB": 10 ** 9}
 
 
 def parse_size(text: str) -> int:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?)B?\s*", str(text), re.IGNORECASE)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG](?:I?B)?|B?)\s*", str(text), re.IGNORECASE)
     if not match:
-        raise ValueError(f"cannot read size {text!r} (examples: 1024, 4K, 16M, 1G)")
+        raise ValueError(f"cannot read size {text!r} (examples: 1024, 4K, 16M, 1G, 160MB)")
     return int(float(match.group(1)) * SUFFIXES[match.group(2).upper()])
 
 
 def format_size(nbytes: int) -> str:
-    for suffix in ("G", "M", "K"):
+    for suffix in ("G", "GB", "M", "MB", "K", "KB"):
         unit = SUFFIXES[suffix]
         if nbytes >= unit and nbytes % unit == 0:
             return f"{nbytes // unit}{suffix}"

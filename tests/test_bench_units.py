@@ -8,13 +8,13 @@ from bench.units import format_size, gbps, parse_size, size_range
 
 
 @pytest.mark.parametrize("text,value", [("1024", 1024), ("1K", 1024), ("4k", 4096),
-                                        ("16M", 16 << 20), ("1G", 1 << 30), ("160MB", 160 << 20),
-                                        ("0.5K", 512)])
+                                        ("16M", 16 << 20), ("1G", 1 << 30), ("160MiB", 160 << 20),
+                                        ("160MB", 160 * 10 ** 6), ("2kb", 2000), ("0.5K", 512)])
 def test_parse_size(text, value):
     assert parse_size(text) == value
 
 
-@pytest.mark.parametrize("bad", ["", "K", "12Q", "-4K", "1T"])
+@pytest.mark.parametrize("bad", ["", "K", "12Q", "-4K", "1T", "4KIBB"])
 def test_parse_size_rejects(bad):
     with pytest.raises(ValueError, match="cannot read size"):
         parse_size(bad)

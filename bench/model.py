@@ -1,0 +1,52 @@
+"""`python -m bench model`: what the cost model predicts for each algorithm on a topology,
+by both evaluators, beside d2l's published figure where the preset is d2l's machine."""
+from __future__ import annotations
+
+import json
+
+from topology.cost import modelled_algorithms, predict
+from topology.model import TopologyError
+
+from . import tables
+from .d2l import PUBLISHED
+from .units import format_size
+
+D2L_MACHINE = {"d2l-4gpu-pcie": ("root", "host", "blocked"), "dgx1-v100": ("ring",)}
+
+
+def rows_for(topology, nbytes: int, ranks: int, algorithms: list[str]) -> list[dict]:
+    rows = []
+    for algo in algorithms:
+        closed = predict(topology, algo, nbytes, ranks, "closed-form")
+        simulated = predict(topology, algo, nbytes, ranks, "simulate")
+        published = PUBLISHED[algo].ms / 1e3 if algo in D2L_MACHINE.get(topology.name, ()) \
+            and ranks == len(topology.ranks) else None
+        rows.append({"algo": algo, "preset": topology.name, "ranks": ranks, "bytes": nbytes,
+                     "seconds": closed, "simulated_seconds": simulated,
+                     "d2l_seconds": published})
+    return rows
+
+
+def run(args) -> int:
+    topology = args.topology_object
+    ranks = args.ranks or len(topology.ranks)
+    algorithms = modelled_algorithms() if args.algo == "all" else args.algo.split(",")
+    try:
+        rows = rows_for(topology, args.size, ranks, algorithms)
+    except TopologyError as exc:
+        print(f"bench: error: {exc}")
+        return 2
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    body = []
+    for r in rows:
+        d2l = r["d2l_seconds"]
+        body.append([r["algo"], f"{r['seconds'] * 1e3:.2f}", f"{r['simulated_seconds'] * 1e3:.2f}",
+                     f"{d2l * 1e3:g}" if d2l else "-",
+                     f"{(r['seconds'] / d2l - 1) * 100:+.1f}%" if d2l else "-"])
+    print(f"# model: {format_size(args.size)} allreduce on {ranks} ranks of {topology.name} "
+          f"({topology.source})")
+    print(tables.text_table(["algo", "closed-form ms", "simulated ms", "d2l ms", "vs d2l"], body))
+    return 0

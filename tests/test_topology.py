@@ -1,0 +1,124 @@
+"""topology/: presets, files, both evaluators, and the d2l table from first principles."""
+import json
+import subprocess
+import sys
+import textwrap
+import tomllib
+
+import pytest
+
+from mpirun import ROOT, run
+from topology import fileformat
+from topology.cost import modelled_algorithms, predict
+from topology.model import Link, Topology, TopologyError
+from topology.presets import PRESETS, preset
+
+MB160 = 160 * 10 ** 6
+
+
+@pytest.mark.parametrize("evaluator", ["closed-form", "simulate"])
+@pytest.mark.parametrize("algo,d2l_ms", [("root", 60), ("host", 80), ("blocked", 15)])
+def test_d2l_4gpu_pcie_table_from_first_principles(evaluator, algo, d2l_ms):
+    seconds = predict(preset("d2l-4gpu-pcie"), algo, MB160, evaluator=evaluator)
+    assert seconds * 1e3 == pytest.approx(d2l_ms, rel=0.05)
+
+
+@pytest.mark.parametrize("evaluator", ["closed-form", "simulate"])
+def test_single_ring_on_dgx1_rides_the_double_nvlinks(evaluator):
+    """Our ring is one ring in rank order, which on d2l's DGX-1 is the ring of double NVLinks
+    (36 GB/s): 2(n-1)/n * S / 36 GB/s. d2l's ~6 ms uses both rings at once (54 GB/s)."""
+    seconds = predict(preset("dgx1-v100"), "ring", MB160, evaluator=evaluator)
+    assert seconds == pytest.approx(2 * 7 / 8 * MB160 / 36e9, rel=0.01)
+
+
+def test_incast_and_extra_endpoint_come_from_the_links():
+    """GPU0 and CPU differ only by the aggregator's own gradient crossing the switch."""
+    t = preset("d2l-4gpu-pcie")
+    for n in (2, 3, 4):
+        root = predict(t, "root", MB160, ranks=n)
+        host = predict(t, "host", MB160, ranks=n)
+        assert root == pytest.approx(2 * (n - 1) * MB160 / 16e9, rel=1e-3)
+        assert host == pytest.approx(2 * n * MB160 / 16e9, rel=1e-3)
+
+
+def _two_paths():
+    """a and b send to c; b's path has a slow second hop that a's does not share."""
+    endpoints = {x: {"kind": "gpu", "node": 0} for x in "abc"}
+    links = [Link("a", "s", 10.0), Link("b", "t", 10.0), Link("t", "s", 1.0), Link("s", "c", 10.0)]
+    return Topology("two-paths", endpoints, ["s", "t"], links, ["a", "b", "c"])
+
+
+def test_simulator_shares_links_max_min_fairly():
+    from collectives.schedule import Schedule, Transfer
+    from topology.model import closed_form
+    from topology.simulate import simulate
+    t = _two_paths()
+    schedule = Schedule([[Transfer(0, 2, 10), Transfer(1, 2, 2)]])
+    # b is held to 1 B/s by t->s, so a gets the other 9 of s->c: a ends at 10/9 s... and
+    # keeps going at 9 B/s until b's 2 bytes take 2 s; the bound says max(12/10, 2/1) = 2 s
+    assert simulate(t, schedule, 3) == pytest.approx(2.0)
+    assert closed_form(t, schedule, 3) == pytest.approx(2.0)
+    schedule = Schedule([[Transfer(0, 2, 30), Transfer(1, 2, 2)]])
+    # a: 9 B/s for 2 s (18 B), then 10 B/s for the last 12 B -> 3.2 s; bound 32/10 = 3.2
+    assert simulate(t, schedule, 3) == pytest.approx(3.2)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_prices_every_algorithm(name):
+    t = preset(name, nodes=2)
+    for algo in modelled_algorithms():
+        closed = predict(t, algo, 10 ** 6)
+        simulated = predict(t, algo, 10 ** 6, evaluator="simulate")
+        assert closed > 0 and simulated == pytest.approx(closed, rel=0.1), algo
+
+
+def test_toml_format_in_the_docstring_loads():
+    doc = fileformat.__doc__
+    block = textwrap.dedent(doc[doc.index("    name ="):doc.index("Bandwidth is")])
+    t = fileformat.from_dict(tomllib.loads(block))
+    assert t.ranks == ["gpu0", "gpu1"] and predict(t, "host", 16_000_000, 2) == \
+        pytest.approx(2 * 2 * 16e6 / 16e9, rel=1e-3)
+
+
+def test_json_round_trip_predicts_the_same(tmp_path):
+    t = preset("dgx1-v100")
+    fileformat.save(t, tmp_path / "dgx1.json")
+    again = fileformat.load(tmp_path / "dgx1.json")
+    for algo in modelled_algorithms():
+        assert predict(again, algo, MB160) == pytest.approx(predict(t, algo, MB160))
+
+
+def test_bad_topologies_are_named():
+    data = fileformat.to_dict(preset("d2l-4gpu-pcie"))
+    data["links"] = [link for link in data["links"] if link["a"] != "n0.gpu3"]
+    with pytest.raises(TopologyError, match="no path from n0.gpu3 to n0.gpu0"):
+        fileformat.from_dict(data)
+    data["links"].append({"a": "n0.gpu9", "b": "n0.pcie", "bandwidth": 1e9})
+    with pytest.raises(TopologyError, match="names 'n0.gpu9'"):
+        fileformat.from_dict(data)
+    with pytest.raises(TopologyError, match="unknown preset 'dgx-9'"):
+        preset("dgx-9")
+    with pytest.raises(TopologyError, match="nodes must be a whole number"):
+        preset("dgx-h100", nodes=0)
+    with pytest.raises(TopologyError, match="cannot model 9"):
+        predict(preset("d2l-4gpu-pcie"), "ring", 100, ranks=9)
+
+
+def test_bench_model_cli_json():
+    out = subprocess.run([sys.executable, "-m", "bench", "model", "--preset", "d2l-4gpu-pcie",
+                          "--json"], cwd=ROOT, capture_output=True, text=True, check=True)
+    rows = {r["algo"]: r for r in map(json.loads, out.stdout.splitlines())}
+    assert {"algo", "preset", "ranks", "bytes", "seconds"} <= set(rows["root"])
+    assert rows["root"]["seconds"] == pytest.approx(0.060, rel=0.05)
+    assert rows["root"]["d2l_seconds"] == 0.060 and rows["ring"]["d2l_seconds"] is None
+    bad = subprocess.run([sys.executable, "-m", "bench", "model", "--preset", "nope"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("bench: error: unknown preset")
+
+
+def test_topology_show_on_cpu_only_ranks():
+    rc, out = run(2, ["-m", "topology", "show", "--json"], timeout=60)
+    assert rc == 0, out
+    info = json.loads(out.strip().splitlines()[-1])
+    assert info["ranks"] == 2 and info["nodes"][0]["ranks"] == [0, 1]
+    assert info["gpus"]["count"] >= 0 and info["mpi_library"]
