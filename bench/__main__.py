@@ -11,9 +11,9 @@ from . import cli, launch
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = cli.parse(argv)
-    if args.command == "model":                 # arithmetic only: no MPI, no ranks
+    if args.command in ("model", "calibrate"):    # arithmetic only: no MPI, no ranks
         from . import model
-        return model.run(args)
+        return {"model": model.run, "calibrate": model.calibrate}[args.command](args)
     if not launch.under_mpi():
         if args.np:
             launch.respawn(args.np, launch.strip_np(argv))

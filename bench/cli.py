@@ -75,6 +75,10 @@ def build_parser() -> Parser:
     p.add_argument("--size", type=_size, default=_size("160MB"))
     p.add_argument("--algo", default="all", help="algorithms, comma-separated, or 'all'")
     p.add_argument("--json", action="store_true", help="one JSON object per result on stdout")
+    p = sub.add_parser("calibrate", help="fit the `local` topology to a results folder's "
+                                         "measurements (no MPI needed)")
+    p.add_argument("folder", help="a bench results folder (results/<timestamp>-<name>)")
+    p.add_argument("--json", action="store_true", help="one JSON object per measured row")
     p = sub.add_parser("suite", help="the main job: allreduce sweep + d2l + scaling + REPORT.md")
     p.add_argument("-b", "--minbytes", type=_size, default=_size("1K"))
     p.add_argument("-e", "--maxbytes", type=_size, default=_size("64M"))
@@ -96,6 +100,11 @@ def algorithms(args, collective: str) -> list[str]:
 def validate(args) -> None:
     if args.command == "model":
         return validate_model(args)
+    if args.command == "calibrate":
+        from pathlib import Path
+        if not Path(args.folder).is_dir():
+            raise UsageError(f"no results folder {args.folder!r}")
+        return None
     collective = args.command if args.command in DEFINITIONS else "allreduce"
     registry = C.COLLECTIVES[collective]
     if args.algo != "all":
@@ -147,7 +156,10 @@ def validate_model(args) -> None:
 def _load_topology(args):
     from topology.fileformat import load
     from topology.presets import preset
-    return load(args.topology) if args.topology else preset(args.preset, nodes=args.nodes)
+    if args.topology:
+        return load(args.topology)
+    extra = {"ranks": args.ranks} if args.preset == "local" and args.ranks else {}
+    return preset(args.preset, nodes=args.nodes, **extra)
 
 
 def parse(argv: list[str]):

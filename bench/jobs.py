@@ -143,11 +143,27 @@ def scaling_section(comm, args, out: Output, size: int) -> dict:
             "images": images, "name": "scaling", "text": title + "."}
 
 
+def _calibration(out: Output, rows: list[dict]) -> dict:
+    """Fit the local model to everything the suite measured (rank 0 only: arithmetic)."""
+    from topology.model import TopologyError
+    from .model import calibration_section
+    try:
+        section = calibration_section(rows, out.folder, say=out.say)
+    except TopologyError as exc:
+        out.notes.add(f"calibration skipped: {exc}")
+        return {"title": "calibration", "text": str(exc), "rows": [], "name": "calibration"}
+    section["rows"] = section.pop("points")
+    return section
+
+
 def save(comm, out: Output, sections: list[dict], env: dict, probe: dict) -> None:
     if not out.root:
         return
     for section in sections:
-        results.write_csv(out.folder / f"{section['name']}.csv", section["rows"])
+        rows = section["rows"]
+        if rows:
+            fields = None if "collective" in rows[0] else list(rows[0])
+            results.write_csv(out.folder / f"{section['name']}.csv", rows, fields)
     results.write_json(out.folder / "results.json", {
         "environment": env, "memory_bandwidth": probe, "notes": sorted(out.notes),
         "sections": {s["name"]: s["rows"] for s in sections}})
@@ -168,10 +184,13 @@ def run(comm, args) -> None:
         sections = [scaling_section(comm, args, out, args.size)]
     else:
         sections = [sweep_section(comm, args, out, "allreduce"),
-                    d2l_section(comm, args, out, args.d2l_size),
+                    sweep_section(comm, args, out, "broadcast"),      # no reductions: lets
+                    d2l_section(comm, args, out, args.d2l_size),      # calibration find gamma
                     scaling_section(comm, args, out, args.scaling_size)]
     env = environment.describe(comm)
     probe = membw.probe(comm)
+    if args.command == "suite" and out.root:
+        sections.append(_calibration(out, [row for s in sections for row in s["rows"]]))
     save(comm, out, sections, env, probe)
     if args.command == "suite" and out.root:
         path = report.write(out.folder, env, probe, sections)

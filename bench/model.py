@@ -50,3 +50,50 @@ def run(args) -> int:
           f"({topology.source})")
     print(tables.text_table(["algo", "closed-form ms", "simulated ms", "d2l ms", "vs d2l"], body))
     return 0
+
+
+def calibration_section(rows: list[dict], folder, say=print) -> dict:
+    """Fit `local` to measured rows, store it, plot model lines over the measured points."""
+    from topology import calibrate
+    from . import plots
+    fit = calibrate.fit(rows)
+    path = calibrate.save(fit)
+    points = []
+    for r in calibrate.usable_rows(rows):
+        ranks, nbytes = int(r["ranks"]), int(r["bytes"])
+        collective = r.get("collective", "allreduce")
+        model = float(calibrate.coefficients(r["algo"], ranks, nbytes, collective) @
+                      [fit.alpha, 1 / fit.beta, fit.gamma])
+        points.append({"algo": calibrate._label(r), "preset": "local", "ranks": ranks,
+                       "bytes": nbytes, "seconds": model,
+                       "measured_seconds": float(r["time_us"]) * 1e-6})
+    headers = ["algo", "median error", "points"]
+    body = [[algo, f"{err * 100:.0f}%", sum(1 for p in points if p["algo"] == algo)]
+            for algo, err in fit.errors.items()]
+    text = (f"alpha {fit.alpha * 1e6:.2f} us, beta {fit.beta / 1e9:.2f} GB/s, gamma "
+            f"{fit.gamma * 1e9:.3f} ns/B from {fit.points} measured rows; stored in "
+            f"{path} (the `local` preset, which `auto` uses)")
+    say(f"# calibration: {text}\n{tables.text_table(headers, body)}\n")
+    images = []
+    if folder is not None and plots.available():
+        images = [str(plots.model_vs_measured(points, folder / "calibration.png",
+                                              "local model (lines) vs measured (points)"))]
+    return {"title": "calibration of the local model", "text": text, "table": (headers, body),
+            "images": images, "points": points, "name": "calibration"}
+
+
+def calibrate(args) -> int:
+    from pathlib import Path
+
+    from topology import calibrate as cal
+    try:
+        rows = cal.read_rows(args.folder)
+        section = calibration_section(rows, Path(args.folder),
+                                      say=(lambda _: None) if args.json else print)
+    except TopologyError as exc:
+        print(f"bench: error: {exc}")
+        return 2
+    if args.json:
+        for point in section["points"]:
+            print(json.dumps(point))
+    return 0

@@ -86,3 +86,27 @@ def d2l_bars(entries: list[dict], path: Path, title: str) -> Path:
 def time_vs_ranks(rows: list[dict], path: Path, title: str) -> Path:
     return _lines(rows, "ranks", lambda r: r["time_us"] / 1e3, path, title, "ranks",
                   "sync time (ms)")
+
+
+def model_vs_measured(points: list[dict], path: Path, title: str) -> Path:
+    """Per algorithm and rank count: the model as a line, the measurements as points."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    series = dict.fromkeys((p["algo"], p["ranks"]) for p in points)
+    for i, (algo, ranks) in enumerate(series):
+        mine = sorted((p for p in points if p["algo"] == algo and p["ranks"] == ranks),
+                      key=lambda p: p["bytes"])
+        color = f"C{i % 10}"
+        xs = [p["bytes"] for p in mine]
+        ax.plot(xs, [p["seconds"] * 1e3 for p in mine], "-", color=color,
+                label=f"{algo}, {ranks} ranks")
+        ax.plot(xs, [p["measured_seconds"] * 1e3 for p in mine], "o", color=color)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set(xlabel="message size (bytes)", ylabel="sync time (ms)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -15,7 +15,7 @@ def write(folder: Path, env: dict, membw: dict, sections: list[dict]) -> Path:
              ""]
     for section in sections:
         lines += [f"## {section['title']}", "", section.get("text", ""), ""]
-        if section.get("rows"):
+        if section.get("rows") and "collective" in section["rows"][0] and not section.get("table"):
             lines += [tables.markdown(section["rows"]), ""]
         if section.get("table"):
             lines += [tables.markdown_table(*section["table"]), ""]

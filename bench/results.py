@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 FIELDS = ["collective", "algo", "dtype", "op", "ranks", "nodes", "bytes", "count", "time_us",
-          "min_us", "max_us", "iters", "algbw", "busbw", "ratio", "wrong"]
+          "min_us", "max_us", "iters", "algbw", "busbw", "ratio", "wrong", "chosen"]
 
 
 def new_folder(base: str, name: str) -> Path:

@@ -46,11 +46,22 @@ def run_sweep(comm, definition: Definition, sizes, *, dtype="float32", op="sum",
                 "time_us": timing.median * 1e6, "min_us": timing.min * 1e6,
                 "max_us": timing.max * 1e6, "iters": timing.iters, "algbw": algbw,
                 "busbw": algbw * definition.busbw_factor(comm.size), "wrong": wrong})
+            _explain(size_rows[-1], name, notes)
             if progress is not None:
                 progress.update(1)
         _ratios(size_rows)
         rows += size_rows
     return rows
+
+
+def _explain(row: dict, name: str, notes) -> None:
+    """Algorithms that choose another (auto) say what they chose and why."""
+    registry = C.COLLECTIVES.get(row["collective"], {})
+    choice = getattr(registry[name], "last_choice", None) if name in registry else None
+    if choice:
+        row["chosen"] = choice["algorithm"]
+        if notes is not None:
+            notes.add(f"{name} at {row['bytes']} bytes on {row['ranks']} ranks: {choice['reason']}")
 
 
 def _check(definition, case, name, run, comm) -> int:

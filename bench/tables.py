@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from .units import format_size
 
-COLUMNS = [("size", 8), ("count", 11), ("type", 8), ("op", 4), ("algo", 8), ("time_us", 11),
+COLUMNS = [("size", 8), ("count", 11), ("type", 8), ("op", 4), ("algo", 14), ("time_us", 11),
            ("algbw", 9), ("busbw", 9), ("ratio", 6), ("#wrong", 7)]
 
 
 def _cells(row: dict) -> list[str]:
     ratio = row.get("ratio")
-    return [format_size(row["bytes"]), str(row["count"]), row["dtype"], row["op"] or "-",
-            row["algo"], f"{row['time_us']:.1f}", f"{row['algbw']:.3f}", f"{row['busbw']:.3f}",
+    algo = row["algo"] + (f">{row['chosen']}" if row.get("chosen") else "")
+    return [format_size(row["bytes"]), str(row["count"]), row["dtype"], row["op"] or "-", algo, f"{row['time_us']:.1f}", f"{row['algbw']:.3f}", f"{row['busbw']:.3f}",
             "-" if ratio is None else f"{ratio:.2f}",
             "n/a" if row["wrong"] < 0 else str(row["wrong"])]
 

@@ -51,6 +51,7 @@ ALGORITHMS = Registry("allreduce", {
     "host": "collectives.host",
     "blocked": "collectives.blocked",
     "ring": "collectives.ring",
+    "auto": "topology.auto",        # the cost model's pick (topology/auto.py)
 })
 
 COLLECTIVES: dict[str, Registry] = {

@@ -1,6 +1,7 @@
 """`python -m bench` as a user runs it: bad input ends in one line and a non-zero exit on
 every rank, and real runs leave rows, CSV, JSON, plots and a report."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,9 @@ import pytest
 from mpirun import ROOT, run
 
 
-def bench(*args, timeout=300):
+def bench(*args, timeout=300, env=None):
     return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
 @pytest.mark.parametrize("args,message", [
@@ -61,11 +62,15 @@ def test_sweep_json_rows_and_results_folder(tmp_path):
 
 
 def test_suite_writes_report_with_plots(tmp_path):
+    stored = tmp_path / "local.json"
     result = bench("suite", "--np", "2", "-b", "1K", "-e", "4K", "--d2l-size", "64K",
-                   "--scaling-size", "64K", "--iters", "2", "-q", "--out", str(tmp_path))
+                   "--scaling-size", "64K", "--iters", "2", "-q", "--out", str(tmp_path / "r"),
+                   env={"RINGPS_LOCAL_TOPOLOGY": str(stored)})
     assert result.returncode == 0, result.stderr
-    (folder,) = tmp_path.iterdir()
+    (folder,) = (tmp_path / "r").iterdir()
     report = (folder / "REPORT.md").read_text()
-    for image in ("allreduce_busbw.png", "d2l.png", "scaling.png"):
+    for image in ("allreduce_busbw.png", "d2l.png", "scaling.png", "calibration.png"):
         assert f"]({image})" in report and (folder / image).stat().st_size > 1000
-    assert "GPU0" in report and "| ring |" in report
+    assert "GPU0" in report and "| ring |" in report and "median error" in report
+    assert json.loads(stored.read_text())["beta"] > 0          # the local model was calibrated
+    assert (folder / "calibration.csv").exists()

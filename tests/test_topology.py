@@ -65,7 +65,7 @@ def test_simulator_shares_links_max_min_fairly():
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_prices_every_algorithm(name):
-    t = preset(name, nodes=2)
+    t = preset(name, nodes=1 if name == "local" else 2)
     for algo in modelled_algorithms():
         closed = predict(t, algo, 10 ** 6)
         simulated = predict(t, algo, 10 ** 6, evaluator="simulate")
@@ -122,3 +122,59 @@ def test_topology_show_on_cpu_only_ranks():
     info = json.loads(out.strip().splitlines()[-1])
     assert info["ranks"] == 2 and info["nodes"][0]["ranks"] == [0, 1]
     assert info["gpus"]["count"] >= 0 and info["mpi_library"]
+
+
+def test_calibration_recovers_known_parameters():
+    from topology import calibrate
+    truth = (30e-6, 4e9, 0.3e-9)
+    rows = []
+    cases = [("allreduce", a) for a in ("root", "host", "blocked", "ring")] + \
+        [("broadcast", "direct"), ("allgather", "ring")]
+    for collective, algo in cases:
+        for ranks in (2, 3, 4):
+            for nbytes in (4096, 1 << 20, 16 << 20):
+                a, b, c = calibrate.coefficients(algo, ranks, nbytes, collective)
+                seconds = a * truth[0] + b / truth[1] + c * truth[2]
+                rows.append({"collective": collective, "algo": algo, "ranks": ranks,
+                             "bytes": nbytes, "time_us": seconds * 1e6})
+    allreduce_only = calibrate.fit([r for r in rows if r["collective"] == "allreduce"])
+    assert allreduce_only.gamma == 0.0           # not identifiable without p2p-only rows
+    fit = calibrate.fit(rows)
+    assert fit.alpha == pytest.approx(truth[0], rel=1e-3)
+    assert fit.beta == pytest.approx(truth[1], rel=1e-3)
+    assert fit.gamma == pytest.approx(truth[2], rel=1e-3)
+    assert max(fit.errors.values()) < 1e-3
+
+
+def test_calibration_refuses_too_little_data():
+    from topology import calibrate
+    with pytest.raises(TopologyError, match="at least 3 measured rows"):
+        calibrate.fit([{"collective": "allreduce", "algo": "ring", "ranks": 1, "bytes": 8,
+                        "time_us": 1.0}])
+
+
+def test_local_preset_reads_the_stored_calibration(tmp_path, monkeypatch):
+    from topology import calibrate
+    monkeypatch.setenv("RINGPS_LOCAL_TOPOLOGY", str(tmp_path / "local.json"))
+    assert "NOT calibrated" in preset("local").source
+    calibrate.save(calibrate.Calibration(1e-5, 5e9, 0.0, {}, 3))
+    t = preset("local", ranks=3)
+    assert len(t.ranks) == 3 and "5.00 GB/s" in t.source
+    assert predict(t, "root", 10 ** 9, 3) == pytest.approx(2 * 2 * 10 ** 9 / 5e9, rel=1e-3)
+
+
+@pytest.mark.parametrize("parameters", [(1e-3, 1e12, 0.0, True), (1e-7, 1e9, 1e-9, True),
+                                        (2e-5, 2e9, 2e-10, False)])
+@pytest.mark.parametrize("ranks,nbytes", [(2, 8), (4, 1 << 20), (8, 1 << 28)])
+def test_auto_picks_the_predicted_fastest(parameters, ranks, nbytes):
+    from topology import auto
+    from topology.calibrate import local_topology
+    from topology.model import closed_form
+    from collectives import ALGORITHMS
+    name, reason = auto.choose(ranks, nbytes, parameters)
+    topology = local_topology(ranks, *parameters[:3])
+    times = {n: closed_form(topology, ALGORITHMS.schedule(n, ranks, nbytes, 1), ranks)
+             for n in auto.candidates()}
+    assert times[name] == min(times.values())
+    assert reason.startswith(f"{name} predicted fastest") and all(n in reason for n in times)
+    assert "auto" not in auto.candidates() and "ring" in auto.candidates()

@@ -107,7 +107,22 @@ def _cluster(name: str, gbit: float, latency: float, kind: str):
     return build
 
 
+def local(nodes: int = 1, ranks: int = 4) -> Topology:
+    """This machine as bench measured it (`python -m bench calibrate`, or `make bench`):
+    ranks around one memory switch with the fitted alpha, beta and gamma; an uncalibrated
+    guess until then."""
+    if nodes != 1:
+        raise TopologyError("the local preset describes this one machine (nodes=1)")
+    from .calibrate import load_parameters, local_topology
+    p = load_parameters()
+    topology = local_topology(ranks, p["alpha"], p["beta"], p["gamma"])
+    if not p["calibrated"]:
+        topology.source = f"this machine, NOT calibrated yet (run `make bench`): {topology.source}"
+    return topology
+
+
 PRESETS = {
+    "local": local,
     "d2l-4gpu-pcie": d2l_4gpu_pcie,
     "dgx1-v100": dgx1_v100,
     "dgx-a100": dgx_a100,
