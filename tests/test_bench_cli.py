@@ -51,7 +51,8 @@ def test_sweep_json_rows_and_results_folder(tmp_path):
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert {"collective", "algo", "dtype", "ranks", "bytes", "time_us", "algbw", "busbw",
             "wrong"} <= set(rows[0])
-    assert {r["algo"] for r in rows} == {"mpi", "gloo", "root", "host", "blocked", "ring"}
+    assert {r["algo"] for r in rows} == {"mpi", "gloo", "root", "host", "blocked", "ring", "auto"}
+    assert {r.get("chosen") for r in rows if r["algo"] == "auto"} <= {"root", "host", "blocked", "ring"}
     assert all(r["wrong"] == 0 and r["ranks"] == 2 for r in rows)
     assert sorted({r["bytes"] for r in rows}) == [1024, 4096, 16384]
     (folder,) = tmp_path.iterdir()
