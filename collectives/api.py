@@ -72,6 +72,9 @@ def _run(collective: str, buf, *, op, algorithm: str, comm, root: int, check, se
             raise reject(InputValueError, "unknown algorithm",
                          f"unknown {collective} algorithm {algorithm!r} "
                          f"(known: {', '.join(registry)})")
+        if segment_bytes < 1:
+            raise reject(InputValueError, "bad input",
+                         f"segment_bytes must be >= 1, got {segment_bytes}")
         if not 0 <= root < comm.size:
             raise reject(InputValueError, "root out of range",
                          f"root {root} is out of range for {comm.size} ranks")
@@ -82,7 +85,7 @@ def _run(collective: str, buf, *, op, algorithm: str, comm, root: int, check, se
               length=len(buffer.array) if buffer else -1,
               dtype=buffer.dtype.name if buffer else "?",
               op=reduce_op.name if reduce_op else (NOT_APPLICABLE if op is None else "?"),
-              algorithm=algorithm, root=root, error=error)
+              algorithm=algorithm, root=root, segment_bytes=segment_bytes, error=error)
     elif error is not None:
         raise error
     ctx = Context(comm.transport, comm.rank, comm.size, buffer.dtype, reduce_op, segment_bytes)

@@ -57,6 +57,10 @@ def _from_numpy(a: np.ndarray) -> tuple[np.ndarray, str]:
     if not a.flags.writeable:
         raise _reject(InputValueError, "read-only buffer",
                       "read-only array: collectives write their result in place")
+    if not a.dtype.isnative:
+        raise _reject(InputValueError, "non-native byte order",
+                      f"array of byte-swapped dtype {a.dtype.str!r}; use "
+                      f"a.astype(a.dtype.newbyteorder('='))")
     name = _NUMPY_NAMES.get(a.dtype) or a.dtype.name
     dtypes.lookup(name)
     if name == "bfloat16":            # ml_dtypes' bfloat16

@@ -1,7 +1,7 @@
 """The metadata check: before any data moves, every rank shares what it is about to do.
 
-One small allgather of (collective, length, dtype, op, algorithm, root, input error) per
-call. If any rank rejected its own input, or the ranks disagree on anything, every rank
+One small allgather of (collective, length, dtype, op, algorithm, root, segment size, input
+error) per call (both ends of a link must cut chunks into the same segments). If any rank rejected its own input, or the ranks disagree on anything, every rank
 raises the same error naming the ranks and the values, instead of an MPI truncation error,
 a hang, or a silently wrong sum. `check=False` (or RINGPS_CHECK=0) skips it for speed.
 """
@@ -16,7 +16,7 @@ from .registry import COLLECTIVES
 from .transport.base import Transport
 
 NOT_APPLICABLE = "n/a"
-FIELDS = ("collective", "length", "dtype", "op", "algorithm", "root")
+FIELDS = ("collective", "length", "dtype", "op", "algorithm", "root", "segment_bytes")
 
 
 _cache: dict = {}
@@ -64,11 +64,11 @@ def _span(ranks: list[int]) -> str:
 
 
 def agree(transport: Transport, *, collective: str, length: int, dtype: str, op: str,
-          algorithm: str, root: int, error: InputError | None) -> None:
+          algorithm: str, root: int, segment_bytes: int, error: InputError | None) -> None:
     """Raise on every rank unless all ranks passed fit input and agree on every field."""
     tables = _tables()
     values = dict(collective=collective, length=length, dtype=dtype, op=op,
-                  algorithm=algorithm, root=root)
+                  algorithm=algorithm, root=root, segment_bytes=segment_bytes)
     row = [_code(values[f], tables.get(f)) for f in FIELDS]
     row.append(REASONS.index(error.reason) + 1 if error is not None else 0)
     table = transport.exchange(np.asarray(row, dtype=np.int64))

@@ -16,6 +16,8 @@ def test_silent_peer_raises_timeout_naming_the_peer():
     assert "rank 2: PeerTimeout: ringps: rank 2 timed out after 2 s waiting to receive" in out, out
     assert "from rank 1" in out, out
     assert "rank 0: PeerTimeout" in out and "NO ERROR" not in out, out
+    assert "rank 2: then: ringps: rank 2: this communicator is unusable after an earlier " \
+        "failure (rank 2 timed out" in out, out
 
 
 def test_silent_peer_fails_the_metadata_check_in_time():

@@ -35,11 +35,19 @@ class MPITransport(Transport):
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self.timeout = timeout
+        self.broken: str | None = None      # why this transport can no longer be trusted
+
+    def _usable(self) -> None:
+        if self.broken:
+            raise PeerTimeout(f"ringps: rank {self.rank}: this communicator is unusable after "
+                              f"an earlier failure ({self.broken}); create a new one")
 
     def isend(self, array, peer):
+        self._usable()
         return Request(self.comm.Isend(_bytes(array), peer, TAG), "send", peer, array.nbytes)
 
     def irecv(self, array, peer):
+        self._usable()
         return Request(self.comm.Irecv(_bytes(array), peer, TAG), "receive", peer, array.nbytes)
 
     def waitall(self, requests: Sequence[Request]) -> None:
@@ -65,11 +73,16 @@ class MPITransport(Transport):
                 os.sched_yield()
             if now > deadline:
                 stuck = [r.describe() for r, h in zip(pending, handles) if not h.Test()]
-                raise PeerTimeout(f"ringps: rank {self.rank} timed out after {self.timeout:g} s "
-                                  f"waiting to {'; '.join(stuck[:3])}: the peer is dead, hung, "
-                                  f"or in a different collective")
+                message = (f"ringps: rank {self.rank} timed out after {self.timeout:g} s waiting "
+                           f"to {'; '.join(stuck[:3])}: the peer is dead, hung, or in a "
+                           f"different collective")
+                # Receives still posted could later land in buffers the caller has back, and
+                # a late peer's messages would match the next call: never use this again.
+                self.broken = message.removeprefix("ringps: ")
+                raise PeerTimeout(message)
 
     def exchange(self, values: np.ndarray) -> np.ndarray:
+        self._usable()
         values = np.ascontiguousarray(values, dtype=np.int64)
         table = np.empty((self.size, values.size), dtype=np.int64)
         handle = self.comm.Iallgather(values, table)
@@ -82,4 +95,5 @@ class MPITransport(Transport):
                 "mpi_standard": "%d.%d" % MPI.Get_version()}
 
     def barrier(self) -> None:
+        self._usable()
         self.waitall([Request(self.comm.Ibarrier(), "meet in a barrier with", -1, 0)])

@@ -106,3 +106,21 @@ def test_one_rank_with_bad_input_stops_every_rank(comm):
         with pytest.raises(C.MismatchError, match="rank 1: non-contiguous buffer"):
             C.allreduce(x[:8])
     _still_works(comm)
+
+
+def test_byte_swapped_array_rejected(comm):
+    x = np.full(4, comm.rank + 1.0, dtype=">f8" if np.little_endian else "<f8")
+    with pytest.raises(ValueError, match="byte-swapped dtype"):
+        C.allreduce(x)
+    _still_works(comm)
+
+
+def test_segment_size_mismatch(comm):
+    """Ends of a link that cut chunks differently would match the wrong messages."""
+    if comm.size < 2:
+        pytest.skip("needs 2 ranks")
+    with pytest.raises(C.MismatchError, match="ranks disagree on segment_bytes: .*64 on rank 1"):
+        C.allreduce(np.zeros(1000), segment_bytes=64 if comm.rank == 1 else 1 << 20)
+    with pytest.raises(ValueError, match="segment_bytes must be >= 1"):
+        C.allreduce(np.zeros(10), segment_bytes=0)
+    _still_works(comm)

@@ -23,9 +23,10 @@ def test_tensor_in_place(comm, algorithm, dtype, op, seed):
 
 
 def test_tensor_that_requires_grad(comm):
+    """A leaf that requires grad is reduced in place through its data (like DDP's buckets)."""
     p = torch.nn.Parameter(torch.ones(6))
-    C.allreduce(p.grad if p.grad is not None else p.data)
-    assert torch.equal(p.data, torch.full((6,), float(comm.size)))
+    assert C.allreduce(p) is p and p.requires_grad
+    assert torch.equal(p.detach(), torch.full((6,), float(comm.size)))
 
 
 def test_bfloat16_avg_rounds_like_torch(comm, seed):

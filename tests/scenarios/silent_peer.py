@@ -18,4 +18,8 @@ else:
         print(f"rank {comm.rank}: NO ERROR", flush=True)
     except C.PeerTimeout as exc:
         print(f"rank {comm.rank}: PeerTimeout: {exc}", flush=True)
+    try:                                   # the communicator must refuse further use
+        C.allreduce(np.ones(4, np.float32), check=check)
+    except C.PeerTimeout as exc:
+        print(f"rank {comm.rank}: then: {exc}", flush=True)
 os._exit(0)       # peers still hold requests for rank 1; skip MPI_Finalize's wait for them
