@@ -23,7 +23,17 @@ def main(argv: list[str] | None = None) -> int:
     import collectives as C
     from . import jobs
     comm = C.init(ranks_per_node=args.ranks_per_node)
-    jobs.run(comm, args)
+    if args.np and args.np != comm.size and comm.rank == 0:
+        print(f"bench: note: --np {args.np} ignored: already running under MPI with "
+              f"{comm.size} ranks", file=sys.stderr)
+    try:
+        jobs.run(comm, args)
+    except Exception as exc:            # the peers may be waiting in a collective: end the job
+        import traceback
+        traceback.print_exc()
+        print(f"bench: error on rank {comm.rank}: {type(exc).__name__}: {exc}; aborting the job",
+              file=sys.stderr, flush=True)
+        comm.abort(1)
     return 0
 
 

@@ -22,16 +22,40 @@ from collectives.partition import chunk_bounds
 from .baselines import Unavailable
 
 EPS = {"float16": 2.0 ** -10, "bfloat16": 2.0 ** -7, "float32": 2.0 ** -23, "float64": 2.0 ** -52}
-REDUCE = {"sum": np.sum, "avg": np.mean, "prod": np.prod, "max": np.max, "min": np.min}
+UFUNC = {"sum": np.add, "avg": np.add, "prod": np.multiply, "max": np.maximum, "min": np.minimum}
+BLOCK = 1 << 20            # elements checked at a time, so the check needs little memory
+PROD_SIGNED = np.array([1.0, -1.0, 2.0, 1.0])   # products stay non-zero, powers of two: exact
+PROD_UNSIGNED = np.array([1.0, 1.0, 2.0, 1.0])
 
 
-def pattern(rank: int, count: int, op: str | None, dtype: str) -> np.ndarray:
-    i = np.arange(count, dtype=np.int64)
+def pattern(rank: int, start: int, stop: int, op: str | None, dtype: str) -> np.ndarray:
+    """Rank `rank`'s input for element indices [start, stop), as exact float64 values."""
+    i = np.arange(start, stop, dtype=np.int64)
     if op == "prod":
-        values = (i + rank) % 3 - (0 if dtype == "uint8" else 1)
-    else:
-        values = (i * 7 + rank * 13) % 17 - (0 if dtype == "uint8" else 8)
-    return values.astype(np.float64)
+        return (PROD_UNSIGNED if dtype == "uint8" else PROD_SIGNED)[(i + 2 * rank) % 4]
+    return ((i * 7 + rank * 13) % 17 - (0 if dtype == "uint8" else 8)).astype(np.float64)
+
+
+def reduced(ranks: int, start: int, stop: int, op: str, dtype: str):
+    """(expected, tolerance) of the reduction of every rank's pattern over [start, stop).
+
+    Integer results wrap the way the dtype does (a 16-rank int8 sum overflows identically in
+    any order); float results allow one rounding per rank of the magnitudes involved."""
+    acc = pattern(0, start, stop, op, dtype)
+    magnitude = np.abs(acc)
+    for r in range(1, ranks):
+        values = pattern(r, start, stop, op, dtype)
+        UFUNC[op](acc, values, out=acc)
+        magnitude += np.abs(values)
+    if op == "avg":
+        acc /= ranks
+        magnitude /= ranks
+    if dtype not in EPS:
+        return acc.astype(np.int64).astype(dtype).astype(np.float64), 0.0
+    if op in ("max", "min"):
+        return acc, 0.0
+    scale = np.abs(acc) if op == "prod" else magnitude
+    return acc, ranks * EPS[dtype] * scale
 
 
 def new_buffer(count: int, dtype: str):
@@ -41,12 +65,17 @@ def new_buffer(count: int, dtype: str):
     return np.zeros(count, dtype=dtype)
 
 
-def load(buf, values: np.ndarray) -> None:
+def load(buf, values: np.ndarray, start: int = 0) -> None:
+    stop = start + len(values)
     if isinstance(buf, np.ndarray):
-        buf[...] = values.astype(buf.dtype)
+        buf[start:stop] = values.astype(buf.dtype)
     else:
         import torch
-        buf.copy_(torch.from_numpy(values))
+        buf[start:stop].copy_(torch.from_numpy(values))
+
+
+def zero(buf) -> None:
+    buf.fill(0) if isinstance(buf, np.ndarray) else buf.zero_()
 
 
 def as_float64(buf) -> np.ndarray:
@@ -91,25 +120,27 @@ class Definition:
     def baseline(self, case: Case, baseline):
         raise NotImplementedError
 
-    # correctness: input of rank r, and where the result lands
+    # correctness: input of rank r, the expected result, and where the result lands
     def fill(self, case: Case) -> None:
-        load(case.x, pattern(case.comm.rank, case.count, case.op, case.dtype))
+        for lo in range(0, case.count, BLOCK):
+            hi = min(lo + BLOCK, case.count)
+            load(case.x, pattern(case.comm.rank, lo, hi, case.op, case.dtype), lo)
 
-    def expected(self, case: Case) -> np.ndarray:
-        inputs = np.stack([pattern(r, case.count, case.op, case.dtype)
-                           for r in range(case.comm.size)])
-        return REDUCE[case.op](inputs, axis=0)
+    def expected(self, case: Case, lo: int, hi: int):
+        """(values, tolerance) of result elements [lo, hi)."""
+        return reduced(case.comm.size, lo, hi, case.op, case.dtype)
 
     def result(self, case: Case, implementation: str):
         return case.x
 
     def wrong(self, case: Case, implementation: str) -> int:
-        got = as_float64(self.result(case, implementation))
-        want = self.expected(case)
-        tolerance = 0.0
-        if case.op == "avg" and case.dtype in EPS:
-            tolerance = 2 * EPS[case.dtype] * np.maximum(1.0, np.abs(want))
-        return int(np.count_nonzero(~(np.abs(got - want) <= tolerance)))
+        got = self.result(case, implementation)
+        count = 0
+        for lo in range(0, len(got), BLOCK):
+            hi = min(lo + BLOCK, len(got))
+            want, tolerance = self.expected(case, lo, hi)
+            count += int(np.count_nonzero(~(np.abs(as_float64(got[lo:hi]) - want) <= tolerance)))
+        return count
 
 
 class Allreduce(Definition):
@@ -142,8 +173,9 @@ class ReduceScatter(Definition):
     def baseline(self, case, baseline):
         return baseline.reduce_scatter(case.x, case.out, case.counts, case.op)
 
-    def expected(self, case):
-        return super().expected(case)[case.mine]
+    def expected(self, case, lo, hi):
+        offset = case.mine.start
+        return super().expected(case, offset + lo, offset + hi)
 
     def result(self, case, implementation):
         return case.out if implementation in ("mpi", "gloo") else case.x[case.mine]
@@ -163,14 +195,16 @@ class Allgather(Definition):
         return baseline.allgather(case.x, case.counts)
 
     def fill(self, case):
-        values = np.zeros(case.count)
-        values[case.mine] = pattern(case.comm.rank, case.count, None, case.dtype)[case.mine]
-        load(case.x, values)
+        zero(case.x)
+        start, stop = case.mine.start, case.mine.stop
+        load(case.x, pattern(case.comm.rank, start, stop, None, case.dtype), start)
 
-    def expected(self, case):
-        bounds = chunk_bounds(case.count, case.comm.size)
-        return np.concatenate([pattern(r, case.count, None, case.dtype)[a:b]
-                               for r, (a, b) in enumerate(bounds)])
+    def expected(self, case, lo, hi):
+        """Element j comes from the rank whose chunk holds j."""
+        parts = [pattern(r, max(lo, a), min(hi, b), None, case.dtype)
+                 for r, (a, b) in enumerate(chunk_bounds(case.count, case.comm.size))
+                 if max(lo, a) < min(hi, b)]
+        return (np.concatenate(parts) if parts else np.zeros(0)), 0.0
 
 
 class Broadcast(Definition):
@@ -187,8 +221,8 @@ class Broadcast(Definition):
     def baseline(self, case, baseline):
         return baseline.broadcast(case.x, self.root)
 
-    def expected(self, case):
-        return pattern(self.root, case.count, None, case.dtype)
+    def expected(self, case, lo, hi):
+        return pattern(self.root, lo, hi, None, case.dtype), 0.0
 
 
 DEFINITIONS = {d.name: d for d in (Allreduce(), ReduceScatter(), Allgather(), Broadcast())}

@@ -6,8 +6,9 @@ import shutil
 import sys
 from pathlib import Path
 
-MPI_ENV = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS",
-           "SLURM_PROCID")
+# Set by mpiexec/mpirun/srun for each rank they start (SLURM_PROCID alone is not: a batch
+# script has it too, and there `--np` must still start ranks).
+MPI_ENV = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
 
 
 def under_mpi() -> bool:
@@ -15,7 +16,7 @@ def under_mpi() -> bool:
 
 
 def env_rank() -> int:
-    for name in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID"):
+    for name in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK"):
         if name in os.environ:
             return int(os.environ[name])
     return 0

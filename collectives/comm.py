@@ -118,6 +118,10 @@ class Communicator:
     def barrier(self) -> None:
         self.transport.barrier()
 
+    def abort(self, code: int = 1) -> None:
+        """End the whole job (every rank), as a failed rank must when peers may be waiting."""
+        self.mpi.Abort(code)
+
     def __repr__(self) -> str:
         return (f"Communicator(rank={self.rank}, size={self.size}, node={self.node_index}/"
                 f"{self.num_nodes}, local_rank={self.local_rank}, role={self.role})")

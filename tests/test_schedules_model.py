@@ -22,9 +22,18 @@ def test_byte_counts_behind_the_d2l_costs(n):
     assert len(sent["ring"].steps) == 2 * (n - 1) and len(sent["blocked"].steps) == 2
 
 
-def test_every_registered_collective_has_a_schedule():
+WIRE = {"allreduce": 2, "reduce_scatter": 1, "allgather": 1, "broadcast": 1, "reduce": 1}
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_every_schedule_puts_its_textbook_bytes_on_the_wire(n):
+    """Summed over ranks: (n-1)*S for each primitive and 2(n-1)*S for allreduce, whatever
+    the strategy; they differ in *which* links carry it, not how much."""
+    count, itemsize = 1000 * n, 8
+    size = count * itemsize
     for collective, registry in COLLECTIVES.items():
         for name in registry:
-            schedule = registry.schedule(name, 5, 1009, 8, root=2)
-            assert sum(schedule.bytes_sent(r) for r in range(5)) == \
-                sum(schedule.bytes_received(r) for r in range(5)) > 0
+            schedule = registry.schedule(name, n, count, itemsize, root=n - 1)
+            total = sum(schedule.bytes_sent(r) for r in range(n))
+            assert total == WIRE[collective] * (n - 1) * size, (collective, name)
+            assert total == sum(schedule.bytes_received(r) for r in range(n))

@@ -4,7 +4,7 @@ import pytest
 
 import collectives as C
 from bench.baselines import MPIBaseline
-from bench.definitions import DEFINITIONS
+from bench.definitions import DEFINITIONS, reduced, zero
 from bench.harness import measure
 from bench.sweep import run_sweep
 
@@ -24,7 +24,6 @@ def test_wrong_column_catches_a_broken_algorithm(comm, broken):
         assert by_algo[("ring", nbytes)]["wrong"] == 0
         assert by_algo[("mpi", nbytes)]["wrong"] == 0
         assert by_algo[("broken", nbytes)]["wrong"] == (comm.size if comm.size > 1 else 0)
-        assert by_algo[("mpi", nbytes)]["ratio"] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("collective", list(DEFINITIONS))
@@ -36,8 +35,23 @@ def test_every_collective_and_baseline_checks_clean(comm, collective, dtype, op)
                      algorithms=list(C.COLLECTIVES[collective]), baselines=[MPIBaseline(comm)],
                      iters=1, warmup=0)
     assert [r["wrong"] for r in rows] == [0] * len(rows), rows
+    n = comm.size
+    factor = {"allreduce": 2 * (n - 1) / n, "reduce_scatter": (n - 1) / n,
+              "allgather": (n - 1) / n, "broadcast": 1.0}[collective] if n > 1 else \
+        (1.0 if collective == "broadcast" else 0.0)
     for row in rows:
-        assert row["busbw"] == pytest.approx(row["algbw"] * definition.busbw_factor(comm.size))
+        algbw = row["bytes"] / (row["time_us"] * 1e-6) / 1e9
+        assert row["algbw"] == pytest.approx(algbw) and row["busbw"] == pytest.approx(algbw * factor)
+
+
+@pytest.mark.parametrize("collective", list(DEFINITIONS))
+def test_check_catches_an_implementation_that_returns_zeros(comm, collective):
+    """No collective's check may pass an all-zero result (prod included, on any rank count)."""
+    definition = DEFINITIONS[collective]
+    for dtype, op in [("float32", "prod"), ("int8", "sum"), ("uint8", "prod")]:
+        case = definition.case(comm, 1000, dtype, op)
+        zero(case.x)
+        assert definition.wrong(case, "zeros") > 0, (collective, dtype, op)
 
 
 def test_measure_reports_the_slowest_rank(comm):
@@ -45,3 +59,10 @@ def test_measure_reports_the_slowest_rank(comm):
     timing = measure(lambda: time.sleep(0.002 * (comm.rank + 1)), comm, iters=3, warmup=0)
     assert timing.min >= 0.002 * comm.size          # every iteration waited for the last rank
     assert timing.min <= timing.median <= timing.max
+
+
+def test_integer_references_wrap_like_the_dtype():
+    want, tolerance = reduced(40, 0, 64, "sum", "int8")      # 40 ranks overflow int8
+    assert tolerance == 0.0 and want.min() >= -128 and want.max() <= 127
+    want, _ = reduced(9, 0, 64, "prod", "int8")
+    assert (want != 0).all()
