@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import tables
+
 
 @dataclass(frozen=True)
 class Published:
@@ -46,7 +48,7 @@ def table(rows: list[dict]) -> tuple[list[str], list[list], list[dict]]:
         there = published.ms / PUBLISHED["blocked"].ms if row["algo"] in SAME_BOX else None
         label = published.name if published else "(baseline)" if row["algo"] in ("mpi", "gloo") \
             else "-"
-        body.append([row["algo"], label, f"{published.ms:g}" if published else "-",
+        body.append([tables.label(row), label, f"{published.ms:g}" if published else "-",
                      f"{there:.2f}" if there else "-", f"{ms:.1f}",
                      f"{here:.2f}" if here else "-",
                      row["wrong"] if row["wrong"] >= 0 else "n/a",

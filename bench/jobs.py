@@ -130,7 +130,7 @@ def scaling_section(comm, args, out: Output, size: int) -> dict:
         bar.close()
     # rank 0 is in every subset, so its rows are complete; the other ranks' are not used
     title = f"sync time vs ranks: {format_size(size)} {args.dtype} allreduce, 1..{max_ranks} ranks"
-    body = [[r["ranks"], r["algo"], f"{r['time_us'] / 1e3:.2f}", f"{r['busbw']:.3f}",
+    body = [[r["ranks"], tables.label(r), f"{r['time_us'] / 1e3:.2f}", f"{r['busbw']:.3f}",
              r["wrong"]] for r in rows]
     headers = ["ranks", "algo", "time_ms", "busbw", "#wrong"]
     if out.root and args.json:

@@ -60,8 +60,10 @@ def _explain(row: dict, name: str, notes) -> None:
     choice = getattr(registry[name], "last_choice", None) if name in registry else None
     if choice:
         row["chosen"] = choice["algorithm"]
-        if notes is not None:
-            notes.add(f"{name} at {row['bytes']} bytes on {row['ranks']} ranks: {choice['reason']}")
+        said = {n.split(":")[0] for n in notes} if notes is not None else set()
+        first = f"{name} on {row['ranks']} ranks chose {choice['algorithm']}"
+        if notes is not None and first not in said:         # one example per choice
+            notes.add(f"{first}: e.g. {choice['reason']}")
 
 
 def _check(definition, case, name, run, comm) -> int:

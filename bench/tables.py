@@ -7,9 +7,14 @@ COLUMNS = [("size", 8), ("count", 11), ("type", 8), ("op", 4), ("algo", 14), ("t
            ("algbw", 9), ("busbw", 9), ("ratio", 6), ("#wrong", 7)]
 
 
+def label(row: dict) -> str:
+    """The algorithm's name, with what it chose where it chooses (auto>blocked)."""
+    return row["algo"] + (f">{row['chosen']}" if row.get("chosen") else "")
+
+
 def _cells(row: dict) -> list[str]:
     ratio = row.get("ratio")
-    algo = row["algo"] + (f">{row['chosen']}" if row.get("chosen") else "")
+    algo = label(row)
     return [format_size(row["bytes"]), str(row["count"]), row["dtype"], row["op"] or "-", algo, f"{row['time_us']:.1f}", f"{row['algbw']:.3f}", f"{row['busbw']:.3f}",
             "-" if ratio is None else f"{ratio:.2f}",
             "n/a" if row["wrong"] < 0 else str(row["wrong"])]
