@@ -25,7 +25,8 @@ last_choice: dict = {}
 
 
 def candidates() -> list[str]:
-    return [n for n in ALGORITHMS if n != NAME and hasattr(ALGORITHMS[n], "allreduce_schedule")]
+    from .cost import modelled_algorithms
+    return modelled_algorithms()
 
 
 def choose(ranks: int, nbytes: int, parameters=None) -> tuple[str, str]:

@@ -74,7 +74,7 @@ def usable_rows(rows: list[dict]) -> list[dict]:
     """Measured rows of ringps's own algorithms on 2+ ranks: not the baselines, and not
     `auto`, which is whichever of the others it picked."""
     from collectives import COLLECTIVES
-    known = set(modelled_algorithms()) - {"auto"}
+    known = set(modelled_algorithms())
     return [r for r in rows if r.get("collective", "allreduce") in COLLECTIVES
             and r["algo"] in COLLECTIVES[r.get("collective", "allreduce")]
             and (r.get("collective", "allreduce") != "allreduce" or r["algo"] in known)

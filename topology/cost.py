@@ -31,5 +31,7 @@ def predict(topology: Topology, algorithm: str, nbytes: int, ranks: int | None =
 
 
 def modelled_algorithms() -> list[str]:
-    """Registered algorithms that publish a schedule."""
-    return [name for name in ALGORITHMS if hasattr(ALGORITHMS[name], "allreduce_schedule")]
+    """Registered algorithms that publish a schedule of their own (not `auto`, which is
+    whichever of them the local model picks)."""
+    return [name for name in ALGORITHMS
+            if name != "auto" and hasattr(ALGORITHMS[name], "allreduce_schedule")]

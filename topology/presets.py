@@ -13,30 +13,45 @@ PCIE3_X16 = 16 * GB      # d2l's figure for a PCIe 3.0 x16 link
 NVLINK2 = 18 * GB        # d2l: V100 NVLink, 18 GB/s per link per direction
 
 
-def _box(name: str, node: int, gpus: int, endpoints: dict, links: list, ranks: list, hosts: dict):
-    """One node's host memory; returns the GPU endpoint names."""
-    cpu = f"n{node}.cpu"
-    endpoints[cpu] = {"kind": "cpu", "node": node}
-    hosts[node] = cpu
-    names = [f"n{node}.gpu{g}" for g in range(gpus)]
-    for gpu in names:
-        endpoints[gpu] = {"kind": "gpu", "node": node}
-    ranks += names
-    return cpu, names
+class _Parts:
+    """What a preset is assembled from: nodes of host memory and GPUs behind a PCIe switch,
+    optional extra links, and one network switch joining the nodes."""
+
+    def __init__(self):
+        self.endpoints, self.links, self.ranks, self.hosts, self.switches = {}, [], [], {}, []
+
+    def node(self, node: int, gpus: int, pcie: float = PCIE3_X16) -> list[str]:
+        cpu, pcie_switch = f"n{node}.cpu", f"n{node}.pcie"
+        names = [f"n{node}.gpu{g}" for g in range(gpus)]
+        self.endpoints[cpu] = {"kind": "cpu", "node": node}
+        self.endpoints.update({g: {"kind": "gpu", "node": node} for g in names})
+        self.hosts[node] = cpu
+        self.ranks += names
+        self.switches.append(pcie_switch)
+        self.links += [Link(end, pcie_switch, pcie, 1e-6, "pcie") for end in names + [cpu]]
+        return names
+
+    def network(self, bandwidth: float, latency: float, kind: str) -> None:
+        """Each node's PCIe switch reaches one non-blocking network switch through its NIC."""
+        pcie = [s for s in self.switches if s.endswith(".pcie")]
+        if len(pcie) > 1:
+            self.switches.append("network")
+            self.links += [Link(s, "network", bandwidth, latency, kind) for s in pcie]
+
+    def topology(self, name: str, source: str) -> Topology:
+        return Topology(name, self.endpoints, self.switches, self.links, self.ranks, self.hosts,
+                        source=source)
 
 
 def d2l_4gpu_pcie(nodes: int = 1) -> Topology:
     """d2l.ai, "Parameter Servers" (ch. 13.7): 4 GPUs and the CPU on one PCIe 3.0 x16 switch,
     16 GB/s per link; GPU0 60 ms, CPU 80 ms, split 15 ms for 160 MB."""
-    endpoints, links, ranks, hosts, switches = {}, [], [], {}, []
+    parts = _Parts()
     for node in range(nodes):
-        cpu, gpus = _box("d2l", node, 4, endpoints, links, ranks, hosts)
-        switch = f"n{node}.pcie"
-        switches.append(switch)
-        links += [Link(end, switch, PCIE3_X16, 1e-6, "pcie") for end in gpus + [cpu]]
-    _network(nodes, hosts, switches, links, 12.5 * GB, 5e-6, "ethernet")
-    return Topology("d2l-4gpu-pcie", endpoints, switches, links, ranks, hosts,
-                    source="d2l.ai Dive into Deep Learning, Parameter Servers: 4 GPUs, PCIe 3.0 x16")
+        parts.node(node, 4)
+    parts.network(12.5 * GB, 5e-6, "ethernet")
+    return parts.topology("d2l-4gpu-pcie", "d2l.ai Dive into Deep Learning, Parameter Servers: "
+                                           "4 GPUs, PCIe 3.0 x16")
 
 
 # d2l's DGX-1 (0-indexed): ring A 0-1-2-3-4-5-6-7-0 over double NVLinks, ring B
@@ -48,32 +63,28 @@ DGX1_RING_B = [0, 3, 5, 2, 4, 7, 1, 6]
 def dgx1_v100(nodes: int = 1) -> Topology:
     """8x V100 in the DGX-1 hybrid cube mesh as d2l describes it: one ring of double NVLinks
     (36 GB/s) and one of single NVLinks (18 GB/s); GPUs reach the CPU over PCIe 3.0 x16."""
-    endpoints, links, ranks, hosts, switches = {}, [], [], {}, []
+    parts = _Parts()
     for node in range(nodes):
-        cpu, gpus = _box("dgx1", node, 8, endpoints, links, ranks, hosts)
-        switch = f"n{node}.pcie"
-        switches.append(switch)
-        links += [Link(end, switch, PCIE3_X16, 1e-6, "pcie") for end in gpus + [cpu]]
+        gpus = parts.node(node, 8)
         for ring, width in ((DGX1_RING_A, 2), (DGX1_RING_B, 1)):
-            links += [Link(gpus[a], gpus[b], width * NVLINK2, 1e-6, "nvlink")
-                      for a, b in zip(ring, ring[1:] + ring[:1])]
-    _network(nodes, hosts, switches, links, 12.5 * GB, 5e-6, "ethernet")
-    return Topology("dgx1-v100", endpoints, switches, links, ranks, hosts,
-                    source="d2l.ai Parameter Servers (ring sync on DGX-1); NVIDIA DGX-1 whitepaper")
+            parts.links += [Link(gpus[a], gpus[b], width * NVLINK2, 1e-6, "nvlink")
+                            for a, b in zip(ring, ring[1:] + ring[:1])]
+    parts.network(12.5 * GB, 5e-6, "ethernet")
+    return parts.topology("dgx1-v100", "d2l.ai Parameter Servers (ring sync on DGX-1); NVIDIA "
+                                       "DGX-1 whitepaper")
 
 
 def _nvswitch_box(name: str, per_gpu: float, source: str):
     def build(nodes: int = 1, network: float = 50 * GB, latency: float = 2e-6,
               kind: str = "infiniband") -> Topology:
-        endpoints, links, ranks, hosts, switches = {}, [], [], {}, []
+        parts = _Parts()
         for node in range(nodes):
-            cpu, gpus = _box(name, node, 8, endpoints, links, ranks, hosts)
-            nvswitch, pcie = f"n{node}.nvswitch", f"n{node}.pcie"
-            switches += [nvswitch, pcie]
-            links += [Link(g, nvswitch, per_gpu, 1e-6, "nvswitch") for g in gpus]
-            links += [Link(end, pcie, 32 * GB, 1e-6, "pcie") for end in gpus + [cpu]]
-        _network(nodes, hosts, switches, links, network, latency, kind)
-        return Topology(name, endpoints, switches, links, ranks, hosts, source=source)
+            gpus = parts.node(node, 8, pcie=32 * GB)
+            nvswitch = f"n{node}.nvswitch"
+            parts.switches.append(nvswitch)
+            parts.links += [Link(g, nvswitch, per_gpu, 1e-6, "nvswitch") for g in gpus]
+        parts.network(network, latency, kind)
+        return parts.topology(name, source)
     return build
 
 
@@ -83,27 +94,15 @@ dgx_h100 = _nvswitch_box("dgx-h100", 450 * GB, "NVIDIA DGX H100: NVLink 4, 900 G
                          "(450 each way) through NVSwitch; 8x 400 Gb/s NDR InfiniBand")
 
 
-def _network(nodes, hosts, switches, links, bandwidth, latency, kind) -> None:
-    """Each node's PCIe switch reaches one non-blocking network switch through its NIC."""
-    if nodes < 2:
-        return
-    switches.append("network")
-    pcie = [s for s in switches if s.endswith(".pcie")]
-    links += [Link(s, "network", bandwidth, latency, kind) for s in pcie]
-
-
 def _cluster(name: str, gbit: float, latency: float, kind: str):
     def build(nodes: int = 2, gpus_per_node: int = 1) -> Topology:
         """Nodes of `gpus_per_node` GPUs on PCIe 3.0 x16, one NIC each, one switch."""
-        endpoints, links, ranks, hosts, switches = {}, [], [], {}, []
+        parts = _Parts()
         for node in range(nodes):
-            cpu, gpus = _box(name, node, gpus_per_node, endpoints, links, ranks, hosts)
-            switch = f"n{node}.pcie"
-            switches.append(switch)
-            links += [Link(end, switch, PCIE3_X16, 1e-6, "pcie") for end in gpus + [cpu]]
-        _network(nodes, hosts, switches, links, gbit / 8 * GB, latency, kind)
-        return Topology(name, endpoints, switches, links, ranks, hosts,
-                        source=f"{gbit:g} Gb/s {kind} ({latency * 1e6:g} us), non-blocking switch")
+            parts.node(node, gpus_per_node)
+        parts.network(gbit / 8 * GB, latency, kind)
+        return parts.topology(name, f"{gbit:g} Gb/s {kind} ({latency * 1e6:g} us), "
+                                    f"non-blocking switch")
     return build
 
 
