@@ -8,8 +8,6 @@ that runs the collective once, or raises Unavailable with the reason.
 """
 from __future__ import annotations
 
-import os
-import socket
 import warnings
 
 import numpy as np
@@ -136,27 +134,10 @@ class GlooBaseline:
 
 
 def _init_gloo(comm, dist) -> None:
-    """Rendezvous at rank 0 on a port it found free, told to everyone through ringps. Ranks on
-    rank 0's host dial 127.0.0.1, others rank 0's host name; if rank 0 cannot set up, every
-    rank learns so (port 0) instead of dialling nothing."""
-    import collectives as C
-    info = np.zeros(258, dtype=np.uint8)
-    if comm.rank == 0:
-        try:
-            with socket.socket() as s:
-                s.bind(("", 0))
-                port = s.getsockname()[1]
-            host = (os.environ.get("MASTER_ADDR") or socket.gethostname()).encode()[:255]
-            info[:2] = divmod(port, 256)
-            info[2:2 + len(host)] = np.frombuffer(host, np.uint8)
-        except OSError:
-            info[:2] = 0
-    C.broadcast(info, root=0, comm=comm, check=False)
-    port = int(info[0]) * 256 + int(info[1])
-    if port == 0:
-        raise Unavailable("rank 0 could not open a rendezvous port for gloo")
-    host = bytes(info[2:]).rstrip(b"\0").decode()
-    if host == socket.gethostname() and "MASTER_ADDR" not in os.environ:
-        host = "127.0.0.1"
+    from collectives.rendezvous import rendezvous
+    try:
+        host, port = rendezvous(comm)
+    except RuntimeError as exc:
+        raise Unavailable(str(exc)) from None
     dist.init_process_group("gloo", init_method=f"tcp://{host}:{port}", rank=comm.rank,
                             world_size=comm.size)

@@ -6,13 +6,8 @@ import shutil
 import sys
 from pathlib import Path
 
-# Set by mpiexec/mpirun/srun for each rank they start (SLURM_PROCID alone is not: a batch
-# script has it too, and there `--np` must still start ranks).
-MPI_ENV = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
-
-
-def under_mpi() -> bool:
-    return any(name in os.environ for name in MPI_ENV)
+from collectives.rendezvous import under_mpi  # noqa: F401  (SLURM_PROCID alone does not count:
+#                                                  in a batch script --np must still start ranks)
 
 
 def env_rank() -> int:

@@ -115,6 +115,18 @@ class Communicator:
         members = sorted(set(ranks))
         return self._split(0 if self.rank in members else None, members)
 
+    def group_of(self, ranks: list[int]) -> "Communicator":
+        """A Communicator of `ranks`, built by those ranks alone (MPI_Comm_create_group), for
+        callers like torch's new_group that only run on the members."""
+        members = sorted(set(ranks))
+        if self.rank not in members:
+            raise ValueError(f"ringps: rank {self.rank} is not in the group {members}")
+        group = self.mpi.Get_group().Incl(members)
+        sub = self.mpi.Create_group(group)
+        group.Free()
+        return Communicator(sub, timeout=self.timeout, servers=0,
+                            _node_of_rank=[self.node_of_rank[r] for r in members])
+
     def barrier(self) -> None:
         self.transport.barrier()
 

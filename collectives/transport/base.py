@@ -44,10 +44,11 @@ class Transport:
     rank: int
     size: int
 
-    def isend(self, array: np.ndarray, peer: int) -> Request:
+    def isend(self, array: np.ndarray, peer: int, tag: int | None = None) -> Request:
+        """tag None: collective traffic; an int: a user's point-to-point channel."""
         raise NotImplementedError
 
-    def irecv(self, array: np.ndarray, peer: int) -> Request:
+    def irecv(self, array: np.ndarray, peer: int, tag: int | None = None) -> Request:
         raise NotImplementedError
 
     def irecv_reduce(self, dst: np.ndarray, peer: int, scratch: np.ndarray,

@@ -28,14 +28,14 @@ class CountingTransport(Transport):
         self.received.clear()
         self.messages = 0
 
-    def isend(self, array, peer):
+    def isend(self, array, peer, tag=None):
         self.sent[peer] += array.nbytes
         self.messages += 1
-        return self.inner.isend(array, peer)
+        return self.inner.isend(array, peer, tag)
 
-    def irecv(self, array, peer):
+    def irecv(self, array, peer, tag=None):
         self.received[peer] += array.nbytes
-        return self.inner.irecv(array, peer)
+        return self.inner.irecv(array, peer, tag)
 
     def waitall(self, requests):
         self.inner.waitall(requests)

@@ -21,7 +21,8 @@ from mpi4py import MPI
 
 from .base import PeerTimeout, Request, Transport
 
-TAG = 7
+TAG = 7                 # every collective's traffic
+USER_TAG_BASE = 1000    # user point-to-point tags (torch send/recv) start here
 SPIN_SECONDS = 50e-6
 
 
@@ -42,13 +43,15 @@ class MPITransport(Transport):
             raise PeerTimeout(f"ringps: rank {self.rank}: this communicator is unusable after "
                               f"an earlier failure ({self.broken}); create a new one")
 
-    def isend(self, array, peer):
+    def isend(self, array, peer, tag=None):
         self._usable()
-        return Request(self.comm.Isend(_bytes(array), peer, TAG), "send", peer, array.nbytes)
+        tag = TAG if tag is None else USER_TAG_BASE + tag
+        return Request(self.comm.Isend(_bytes(array), peer, tag), "send", peer, array.nbytes)
 
-    def irecv(self, array, peer):
+    def irecv(self, array, peer, tag=None):
         self._usable()
-        return Request(self.comm.Irecv(_bytes(array), peer, TAG), "receive", peer, array.nbytes)
+        tag = TAG if tag is None else USER_TAG_BASE + tag
+        return Request(self.comm.Irecv(_bytes(array), peer, tag), "receive", peer, array.nbytes)
 
     def waitall(self, requests: Sequence[Request]) -> None:
         pending = [r for r in requests if not r.done]

@@ -1,0 +1,340 @@
+"""The "ringps" torch.distributed backend: import this module and pick "ringps".
+
+    import collectives.torch_backend            # registers "ringps"
+    dist.init_process_group("ringps")           # under mpiexec; RINGPS_ALGORITHM=ring|blocked|...
+    model = DDP(model)
+    sub = dist.new_group([0, 1], backend="ringps", pg_options={"algorithm": "blocked"})
+
+A Python `dist.ProcessGroup` subclass (the route torch offers Python backends), one per
+group, each on its own Communicator: the world's ranks, or a group built by its members
+alone (`new_group` runs the creator on members only). Allreduce uses the group's algorithm
+(pg_options {"algorithm": ...}, else RINGPS_ALGORITHM, else "auto"); the other
+collectives use the ring primitives, all-to-all and gather/scatter go point to point.
+
+Under mpiexec, importing this module fills in what `init_process_group`'s env:// rendezvous
+needs (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) from MPI unless they are set:
+a collective step, so every rank must import it.
+
+Collectives run to completion when called; the Work handed back is already complete (or,
+for send/recv, completes in wait()). CUDA tensors are refused with a message naming the
+missing GPU extra (see arrays.py).
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch._C._distributed_c10d import _create_work_from_future
+
+from . import api
+from .registry import ALGORITHMS
+
+NAME = "ringps"
+RedOpType = dist.ReduceOp.RedOpType
+OPS = {RedOpType.SUM: "sum", RedOpType.AVG: "avg", RedOpType.PRODUCT: "prod",
+       RedOpType.MIN: "min", RedOpType.MAX: "max", RedOpType.PREMUL_SUM: "sum"}
+
+
+def _op(reduce_op) -> tuple[str, object]:
+    """(ringps op name, premultiplication factor or None) for a torch ReduceOp."""
+    kind = reduce_op.op if hasattr(reduce_op, "op") else reduce_op
+    if kind not in OPS:
+        raise ValueError(f"ringps: ReduceOp {kind.name} is not supported "
+                         f"(SUM, AVG, PRODUCT, MIN, MAX, PREMUL_SUM are)")
+    return OPS[kind], (reduce_op.factor if kind == RedOpType.PREMUL_SUM else None)
+
+
+def _done(result):
+    future = torch.futures.Future()
+    future.set_result(result)
+    return _create_work_from_future(future)
+
+
+class _PointToPointWork(dist._Work):
+    """send/recv: the transfer is posted at once and completes in wait()."""
+
+    def __init__(self, transport, requests, tensors):
+        super().__init__()
+        self._transport, self._requests, self._tensors = transport, requests, tensors
+        self._future = torch.futures.Future()
+
+    def wait(self, timeout=None):
+        if not self._future.done():
+            self._transport.waitall(self._requests)
+            self._future.set_result(self._tensors)
+        return True
+
+    def is_completed(self):
+        return self._future.done()
+
+    def get_future(self):
+        return self._future
+
+
+class RingpsProcessGroup(dist.ProcessGroup):
+    def __init__(self, comm, algorithm: str, rank: int, size: int):
+        super().__init__(rank, size)
+        if comm.rank != rank or comm.size != size:
+            raise RuntimeError(f"ringps: torch rank {rank}/{size} is MPI rank "
+                               f"{comm.rank}/{comm.size}: launch with mpiexec so they agree")
+        self.comm, self.algorithm = comm, algorithm
+
+    def getBackendName(self):
+        return NAME
+
+    def __repr__(self):
+        return f"RingpsProcessGroup(rank={self.comm.rank}, size={self.comm.size}, " \
+               f"algorithm={self.algorithm})"
+
+    # -- reductions -------------------------------------------------------------------------
+    def _allreduce_one(self, tensor, op: str, factor) -> None:
+        if factor is not None:
+            tensor.mul_(factor)
+        api.allreduce(tensor, op=op, algorithm=self.algorithm, comm=self.comm)
+
+    def allreduce(self, tensors, opts):
+        op, factor = _op(opts.reduceOp)
+        for tensor in tensors:
+            self._allreduce_one(tensor, op, factor)
+        return _done(tensors)
+
+    def allreduce_coalesced(self, tensors, opts):
+        """One allreduce per dtype over the tensors laid end to end (DDP-style buckets)."""
+        op, factor = _op(opts.reduceOp)
+        by_dtype: dict = {}
+        for tensor in tensors:
+            by_dtype.setdefault(tensor.dtype, []).append(tensor)
+        for group in by_dtype.values():
+            flat = torch.cat([t.reshape(-1) for t in group])
+            self._allreduce_one(flat, op, factor)
+            offset = 0
+            for t in group:
+                t.copy_(flat[offset:offset + t.numel()].view_as(t))
+                offset += t.numel()
+        return _done(tensors)
+
+    def reduce(self, tensors, opts):
+        op, factor = _op(opts.reduceOp)
+        for tensor in tensors:
+            if factor is not None:
+                tensor.mul_(factor)
+            api.reduce(tensor, op=op, root=opts.rootRank, comm=self.comm)
+        return _done(tensors)
+
+    def _reduce_scatter_flat(self, flat, output, op: str, factor) -> None:
+        if factor is not None:
+            flat.mul_(factor)
+        mine = api.reduce_scatter(flat, op=op, comm=self.comm)
+        output.copy_(mine.view_as(output))
+
+    def reduce_scatter(self, outputs, input_lists, opts):
+        op, factor = _op(opts.reduceOp)
+        for output, inputs in zip(outputs, input_lists):
+            _same_sizes(inputs, output, "reduce_scatter")
+            self._reduce_scatter_flat(torch.cat([t.reshape(-1) for t in inputs]), output, op,
+                                      factor)
+        return _done(outputs)
+
+    def reduce_scatter_single(self, output, input, opts):
+        """_reduce_scatter_base / reduce_scatter_tensor: input is n outputs end to end; it is
+        left unchanged (reduced in a copy), so output may alias a slice of it (FSDP2)."""
+        op, factor = _op(opts.reduceOp)
+        _check_multiple(input, output, self.comm.size, "reduce_scatter_tensor")
+        self._reduce_scatter_flat(input.reshape(-1).clone(), output, op, factor)
+        return _done([output])
+
+    def reduce_scatter_single_coalesced(self, outputs, inputs, opts):
+        for output, input in zip(outputs, inputs, strict=True):
+            self.reduce_scatter_single(output, input, opts)
+        return _done(outputs)
+
+    # -- gathers and broadcasts -------------------------------------------------------------
+    def broadcast(self, tensors, opts):
+        for tensor in tensors:
+            api.broadcast(tensor, root=opts.rootRank, comm=self.comm)
+        return _done(tensors)
+
+    def _allgather_flat(self, flat, input) -> None:
+        n = input.numel()
+        mine = flat[self.comm.rank * n:(self.comm.rank + 1) * n]
+        if mine.data_ptr() != input.data_ptr():          # aliased input is already in place
+            mine.copy_(input.reshape(-1))
+        api.allgather(flat, comm=self.comm)
+
+    def allgather(self, output_lists, inputs, opts):
+        for outputs, input in zip(output_lists, inputs):
+            _same_sizes(outputs, input, "allgather")
+            flat = torch.empty(input.numel() * self.comm.size, dtype=input.dtype)
+            self._allgather_flat(flat, input)
+            for i, out in enumerate(outputs):
+                out.copy_(flat[i * input.numel():(i + 1) * input.numel()].view_as(out))
+        return _done(output_lists)
+
+    def all_gather_single(self, output, input, opts):
+        """_allgather_base / all_gather_into_tensor, in place when output is contiguous."""
+        _check_multiple(output, input, self.comm.size, "all_gather_into_tensor")
+        if output.is_contiguous():
+            self._allgather_flat(output.view(-1), input)
+        else:
+            flat = torch.empty(output.numel(), dtype=output.dtype)
+            self._allgather_flat(flat, input)
+            output.copy_(flat.view_as(output))
+        return _done([output])
+
+    def all_gather_single_coalesced(self, outputs, inputs, opts):
+        for output, input in zip(outputs, inputs, strict=True):
+            self.all_gather_single(output, input, opts)
+        return _done(outputs)
+
+    # -- point to point based -----------------------------------------------------------------
+    def _exchange(self, sends: dict, receives: dict) -> None:
+        """Post every receive and send (peer -> contiguous tensor), then wait for all."""
+        t = self.comm.transport
+        requests = [t.irecv(_numpy(buf), peer) for peer, buf in receives.items()]
+        requests += [t.isend(_numpy(buf), peer) for peer, buf in sends.items()]
+        t.waitall(requests)
+
+    def all_to_all_single(self, output, input, output_split_sizes, input_split_sizes, opts):
+        """alltoall_base: splits along dim 0, even when not given, uneven when given."""
+        n, r = self.comm.size, self.comm.rank
+        rows_out = _splits(output, output_split_sizes, n)
+        rows_in = _splits(input, input_split_sizes, n)
+        ins = list(torch.split(input, rows_in))
+        outs = list(torch.split(output, rows_out))
+        staged_out = [o.contiguous() for o in outs]
+        staged_in = [i.contiguous() for i in ins]
+        staged_out[r].copy_(staged_in[r])
+        self._exchange({p: staged_in[p] for p in range(n) if p != r},
+                       {p: staged_out[p] for p in range(n) if p != r})
+        for o, s in zip(outs, staged_out):
+            if o.data_ptr() != s.data_ptr():
+                o.copy_(s)
+        return _done([output])
+
+    def alltoall(self, output_tensors, input_tensors, opts):
+        n, r = self.comm.size, self.comm.rank
+        staged_out = [o.contiguous() for o in output_tensors]
+        staged_out[r].copy_(input_tensors[r])
+        self._exchange({p: input_tensors[p].contiguous() for p in range(n) if p != r},
+                       {p: staged_out[p] for p in range(n) if p != r})
+        for o, s in zip(output_tensors, staged_out):
+            if o.data_ptr() != s.data_ptr():
+                o.copy_(s)
+        return _done(output_tensors)
+
+    def gather(self, output_lists, inputs, opts):
+        root, r = opts.rootRank, self.comm.rank
+        for k, input in enumerate(inputs):
+            if r == root:
+                outputs = [o.contiguous() for o in output_lists[k]]
+                outputs[r].copy_(input)
+                self._exchange({}, {p: outputs[p] for p in range(self.comm.size) if p != r})
+                for o, s in zip(output_lists[k], outputs):
+                    if o.data_ptr() != s.data_ptr():
+                        o.copy_(s)
+            else:
+                self._exchange({root: input.contiguous()}, {})
+        return _done(output_lists)
+
+    def scatter(self, outputs, input_lists, opts):
+        root, r = opts.rootRank, self.comm.rank
+        for k, output in enumerate(outputs):
+            staged = output.contiguous()
+            if r == root:
+                staged.copy_(input_lists[k][r])
+                self._exchange({p: input_lists[k][p].contiguous()
+                                for p in range(self.comm.size) if p != r}, {})
+            else:
+                self._exchange({}, {root: staged})
+            if staged.data_ptr() != output.data_ptr():
+                output.copy_(staged)
+        return _done(outputs)
+
+    def barrier(self, opts=None):
+        self.comm.barrier()
+        return _done([])
+
+    def send(self, tensors, dst, tag):
+        t = self.comm.transport
+        return _PointToPointWork(t, [t.isend(_numpy(x), dst, tag) for x in tensors], tensors)
+
+    def recv(self, tensors, src, tag):
+        t = self.comm.transport
+        return _PointToPointWork(t, [t.irecv(_numpy(x), src, tag) for x in tensors], tensors)
+
+
+def _numpy(tensor):
+    from .arrays import as_buffer
+    return as_buffer(tensor).array
+
+
+def _same_sizes(tensors, like, what: str) -> None:
+    for t in tensors:
+        if t.numel() != like.numel() or t.dtype != like.dtype:
+            raise ValueError(f"ringps {what}: every tensor in the list must match "
+                             f"{tuple(like.shape)} {like.dtype}, got {tuple(t.shape)} {t.dtype}")
+
+
+def _check_multiple(big, small, n: int, what: str) -> None:
+    if big.numel() != small.numel() * n or big.dtype != small.dtype:
+        raise ValueError(f"ringps {what}: the large tensor must hold {n} x the small one "
+                         f"({small.numel()} {small.dtype}), got {big.numel()} {big.dtype}")
+
+
+def _splits(tensor, sizes, n: int) -> list[int]:
+    if sizes:
+        if len(sizes) != n or sum(sizes) != tensor.shape[0]:
+            raise ValueError(f"ringps all_to_all_single: split sizes {list(sizes)} do not cut "
+                             f"dim 0 ({tensor.shape[0]}) into {n} parts")
+        return list(sizes)
+    if tensor.shape[0] % n:
+        raise ValueError(f"ringps all_to_all_single: dim 0 ({tensor.shape[0]}) is not "
+                         f"divisible by {n} and no split sizes were given")
+    return [tensor.shape[0] // n] * n
+
+
+def _algorithm(pg_options) -> str:
+    chosen = None
+    if isinstance(pg_options, dict):
+        chosen = pg_options.get("algorithm")
+    elif pg_options is not None:
+        chosen = getattr(pg_options, "algorithm", None)
+    chosen = chosen or os.environ.get("RINGPS_ALGORITHM") or "auto"
+    if chosen not in ALGORITHMS:
+        raise ValueError(f"ringps: unknown algorithm {chosen!r} (known: {', '.join(ALGORITHMS)})")
+    return chosen
+
+
+def _create(backend_options, pg_options):
+    """The creator torch calls on each member of a new group."""
+    world = api.default_comm()
+    ranks = list(getattr(backend_options, "global_ranks_in_group", []) or range(world.size))
+    timeout = getattr(backend_options, "timeout", None)
+    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else world.timeout
+    from .comm import Communicator
+    comm = Communicator(world.mpi, timeout=seconds) if len(ranks) == world.size \
+        else world.group_of(ranks)
+    comm.transport.timeout = seconds
+    return RingpsProcessGroup(comm, _algorithm(pg_options), backend_options.group_rank,
+                              backend_options.group_size)
+
+
+def _bootstrap_environment() -> None:
+    """Under mpiexec, give env:// what it needs from MPI (a collective: every rank imports)."""
+    from .rendezvous import rendezvous, under_mpi
+    if not under_mpi() or all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_PORT")):
+        return
+    world = api.default_comm()
+    host, port = rendezvous(world)
+    os.environ.setdefault("RANK", str(world.rank))
+    os.environ.setdefault("WORLD_SIZE", str(world.size))
+    os.environ.setdefault("LOCAL_RANK", str(world.local_rank))
+    os.environ.setdefault("MASTER_ADDR", host)
+    os.environ.setdefault("MASTER_PORT", str(port))
+
+
+if NAME not in dist.Backend.backend_list:
+    dist.Backend.register_backend(NAME, _create, extended_api=True, devices=["cpu", "cuda"])
+_bootstrap_environment()
