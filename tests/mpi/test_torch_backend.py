@@ -1,0 +1,185 @@
+"""The "ringps" torch.distributed backend under real ranks: every collective against a
+float64 reference, async work, subgroups, input checks, and DDP parity with gloo (the
+intent of torch's test_c10d_pypg.py and the *_checks cases of test_c10d_gloo.py)."""
+import importlib.util
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import torch.distributed as dist  # noqa: E402
+
+import collectives.torch_backend  # noqa: E402,F401
+from reference import assert_close, expected, inputs, make_buffer, tolerance  # noqa: E402
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+R = dist.ReduceOp
+OPS = {"sum": R.SUM, "avg": R.AVG, "max": R.MAX, "min": R.MIN, "prod": R.PRODUCT}
+
+
+@pytest.fixture(scope="module")
+def world(comm):
+    dist.init_process_group("ringps")
+    yield dist.group.WORLD
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16", "float16", "int32"])
+@pytest.mark.parametrize("op", list(OPS))
+def test_all_reduce(world, op, dtype, seed):
+    if op == "avg" and dtype == "int32":
+        pytest.skip("avg is float-only")
+    n, r = dist.get_world_size(), dist.get_rank()
+    values = inputs(dtype, op, 2 * n + 3, seed, n)
+    t = make_buffer(values[r], dtype, "torch")
+    dist.all_reduce(t, op=OPS[op])
+    assert_close(t, expected(values, op), tolerance(values, op, dtype), f"all_reduce {op} {dtype}")
+
+
+def test_premul_sum_and_async_work(world):
+    n, r = dist.get_world_size(), dist.get_rank()
+    t = torch.full((7,), float(r + 1))
+    work = dist.all_reduce(t, op=dist._make_nccl_premul_sum(2.0), async_op=True)
+    work.wait()
+    assert work.is_completed() and torch.equal(t, torch.full((7,), float(n * (n + 1))))
+    u = torch.ones(3)
+    assert torch.equal(dist.all_reduce(u, async_op=True).get_future().wait()[0], u)
+
+
+def test_coalesced_allreduce_keeps_each_tensor(world):
+    n, r = dist.get_world_size(), dist.get_rank()
+    tensors = [torch.full((3, 2), float(r)), torch.full((5,), r, dtype=torch.int64),
+               torch.full((4,), float(r + 1), dtype=torch.float64)]
+    dist.all_reduce_coalesced(tensors[:1] + [torch.full((2,), float(r))])   # torch's spelling
+    pg = dist.distributed_c10d._get_default_group()           # and mixed dtypes, as buckets
+    opts = dist.AllreduceCoalescedOptions()
+    opts.reduceOp = R.SUM
+    pg.allreduce_coalesced(tensors, opts).wait()
+    tensors[0] /= n
+    total = n * (n - 1) / 2
+    assert torch.equal(tensors[0], torch.full((3, 2), total))
+    assert torch.equal(tensors[1], torch.full((5,), int(total), dtype=torch.int64))
+    assert torch.equal(tensors[2], torch.full((4,), n * (n + 1) / 2, dtype=torch.float64))
+
+
+def test_gathers_and_scatters(world):
+    n, r = dist.get_world_size(), dist.get_rank()
+    mine = torch.arange(3.0) + 10 * r
+    everyone = torch.cat([torch.arange(3.0) + 10 * p for p in range(n)])
+    outs = [torch.empty(3) for _ in range(n)]
+    dist.all_gather(outs, mine)
+    assert torch.equal(torch.cat(outs), everyone)
+    out = torch.empty(3 * n)
+    dist.all_gather_into_tensor(out, mine)
+    assert torch.equal(out, everyone)
+    aliased = torch.zeros(3 * n)                          # FSDP2: input is a slice of output
+    aliased[3 * r:3 * r + 3] = mine
+    dist.all_gather_into_tensor(aliased, aliased[3 * r:3 * r + 3])
+    assert torch.equal(aliased, everyone)
+    big = torch.arange(2.0 * n) + r
+    before = big.clone()
+    small = torch.empty(2)
+    dist.reduce_scatter_tensor(small, big)
+    assert torch.equal(big, before)                       # input left as it was
+    assert torch.equal(small, (torch.arange(2.0 * n) * n + n * (n - 1) / 2)[2 * r:2 * r + 2])
+    small = torch.empty(2)
+    dist.reduce_scatter(small, [torch.full((2,), float(p + r)) for p in range(n)])
+    assert torch.equal(small, torch.full((2,), float(n * r + n * (n - 1) / 2)))
+    for root in range(n):
+        t = torch.full((4,), float(r))
+        dist.broadcast(t, src=root)
+        assert torch.equal(t, torch.full((4,), float(root)))
+        t = torch.full((4,), float(r + 1))
+        dist.reduce(t, dst=root)
+        if r == root:
+            assert torch.equal(t, torch.full((4,), n * (n + 1) / 2))
+        gathered = [torch.empty(2) for _ in range(n)] if r == root else None
+        dist.gather(torch.full((2,), float(r)), gathered, dst=root)
+        if r == root:
+            assert [g[0].item() for g in gathered] == list(range(n))
+        got = torch.empty(2)
+        dist.scatter(got, [torch.full((2,), float(p)) for p in range(n)] if r == root else None,
+                     src=root)
+        assert torch.equal(got, torch.full((2,), float(r)))
+
+
+def test_all_to_all_uneven_splits(world):
+    n, r = dist.get_world_size(), dist.get_rank()
+    send_sizes = [p + r + 1 for p in range(n)]            # rank r sends p+r+1 rows to p
+    recv_sizes = [r + p + 1 for p in range(n)]
+    data = torch.cat([torch.full((s, 2), float(100 * r + p)) for p, s in enumerate(send_sizes)])
+    out = torch.empty(sum(recv_sizes), 2)
+    dist.all_to_all_single(out, data, recv_sizes, send_sizes)
+    want = torch.cat([torch.full((s, 2), float(100 * p + r)) for p, s in enumerate(recv_sizes)])
+    assert torch.equal(out, want)
+    outs = [torch.empty(2) for _ in range(n)]
+    dist.all_to_all(outs, [torch.full((2,), float(10 * r + p)) for p in range(n)])
+    assert [o[0].item() for o in outs] == [10 * p + r for p in range(n)]
+
+
+def test_send_recv_around_the_ring(world):
+    n, r = dist.get_world_size(), dist.get_rank()
+    if n < 2:
+        pytest.skip("needs 2 ranks")
+    got = torch.empty(5)
+    recv = dist.irecv(got, src=(r - 1) % n, tag=3)
+    send = dist.isend(torch.full((5,), float(r)), dst=(r + 1) % n, tag=3)
+    send.wait()
+    recv.wait()
+    assert torch.equal(got, torch.full((5,), float((r - 1) % n)))
+
+
+def test_subgroup_with_its_own_algorithm(world):
+    n, r = dist.get_world_size(), dist.get_rank()
+    if n < 2:
+        pytest.skip("needs 2 ranks")
+    sub = dist.new_group([0, 1], backend="ringps", pg_options={"algorithm": "blocked"})
+    if r < 2:
+        t = torch.full((3,), float(r + 1))
+        dist.all_reduce(t, group=sub)
+        assert torch.equal(t, torch.full((3,), 3.0))
+        assert "algorithm=blocked" in repr(sub)
+    with pytest.raises(ValueError, match="unknown algorithm 'tree'"):
+        dist.new_group(list(range(n)), backend="ringps", pg_options={"algorithm": "tree"})
+
+
+def test_input_checks(world):
+    n = dist.get_world_size()
+    with pytest.raises(ValueError, match="must hold"):
+        dist.all_gather_into_tensor(torch.empty(n * 3 + 1), torch.empty(3))
+    with pytest.raises(ValueError, match="ReduceOp BAND is not supported"):
+        dist.all_reduce(torch.ones(2, dtype=torch.int32), op=R.BAND)
+    with pytest.raises(ValueError, match="every tensor in the list must match"):
+        dist.reduce_scatter(torch.empty(2), [torch.empty(2 + (p == 0)) for p in range(n)])
+    with pytest.raises(ValueError, match="non-contiguous tensor"):
+        dist.all_reduce(torch.ones(4, 4).t())
+    t = torch.ones(2)
+    dist.all_reduce(t)                                   # the group still works afterwards
+    assert torch.equal(t, torch.full((2,), float(n)))
+
+
+def _example():
+    path = Path(__file__).resolve().parents[2] / "examples" / "ddp_train.py"
+    spec = importlib.util.spec_from_file_location("ddp_train", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("algorithm", ["root", "host", "blocked", "ring", "auto"])
+def test_ddp_trains_the_same_model_as_gloo(world, algorithm):
+    example = _example()
+    x, y = example.dataset(samples=1024)
+    ours = dist.new_group(backend="ringps", pg_options={"algorithm": algorithm})
+    gloo = dist.new_group(backend="gloo")
+    results = []
+    for group in (ours, gloo):
+        ddp = torch.nn.parallel.DistributedDataParallel(example.model(), process_group=group)
+        accuracy = example.train(ddp, x, y, epochs=2, batch=64, lr=0.02, log=lambda *_: None)
+        results.append((accuracy, {k: v.clone() for k, v in ddp.module.state_dict().items()}))
+    (acc_ours, ours_params), (acc_gloo, gloo_params) = results
+    for name in gloo_params:
+        assert torch.allclose(ours_params[name], gloo_params[name], rtol=1e-4, atol=1e-5), name
+    assert abs(acc_ours - acc_gloo) < 1e-3
