@@ -65,6 +65,12 @@ def build_parser() -> Parser:
     p.add_argument("--size", type=_size, default=_size("16M"))
     p.add_argument("--max-ranks", type=int, help="largest rank count (default: all)")
     _common(p, iters=10, warmup=1)
+    p = sub.add_parser("ddp", help="a DDP training step under ringps (each algorithm) and gloo")
+    p.add_argument("--width", type=int, default=4096, help="hidden width (default 4096: ~21M "
+                   "parameters with 2 layers)")
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--batch", type=int, default=32, help="samples per rank per step")
+    _common(p, iters=5, warmup=2)
     p = sub.add_parser("model", help="predicted sync time on a published or described machine "
                                      "(no MPI needed)")
     p.add_argument("--preset", default="d2l-4gpu-pcie", help="a topology preset (see "

@@ -143,6 +143,27 @@ def scaling_section(comm, args, out: Output, size: int) -> dict:
             "images": images, "name": "scaling", "text": title + "."}
 
 
+def ddp_section(comm, args, out: Output) -> dict:
+    from .ddp import run_ddp
+    names = algorithms(args, "allreduce")
+    bar = out.progress(len(names) + 1, "ddp")
+    rows = run_ddp(comm, names, width=args.width, layers=args.layers, batch=args.batch,
+                   steps=args.iters or 5, warmup=args.warmup, progress=bar)
+    if bar is not None:
+        bar.close()
+    headers = ["algo", "step_ms", "x gloo (speed)", "params"]
+    body = [[r["algo"], f"{r['step_ms']:.1f}", f"{r['ratio_to_gloo']:.2f}", r["params"]]
+            for r in rows]
+    title = (f"DDP step, {rows[0]['params'] / 1e6:.1f}M parameters, batch {args.batch}/rank, "
+             f"{comm.size} ranks: ringps (each algorithm) vs gloo")
+    if out.root and args.json:
+        for row in rows:
+            print(results.json_line(row), flush=True)
+    out.say(f"# {title}\n{tables.text_table(headers, body)}\n")
+    return {"title": "DDP step", "rows": rows, "table": (headers, body), "images": [],
+            "name": "ddp", "text": title + "."}
+
+
 def _calibration(out: Output, rows: list[dict]) -> dict:
     """Fit the local model to everything the suite measured (rank 0 only: arithmetic)."""
     from topology.model import TopologyError
@@ -162,7 +183,7 @@ def save(comm, out: Output, sections: list[dict], env: dict, probe: dict) -> Non
     for section in sections:
         rows = section["rows"]
         if rows:
-            fields = None if "collective" in rows[0] else list(rows[0])
+            fields = None if set(rows[0]) <= set(results.FIELDS) else list(rows[0])
             results.write_csv(out.folder / f"{section['name']}.csv", rows, fields)
     results.write_json(out.folder / "results.json", {
         "environment": env, "memory_bandwidth": probe, "notes": sorted(out.notes),
@@ -182,6 +203,8 @@ def run(comm, args) -> None:
         sections = [d2l_section(comm, args, out, args.size)]
     elif args.command == "scaling":
         sections = [scaling_section(comm, args, out, args.size)]
+    elif args.command == "ddp":
+        sections = [ddp_section(comm, args, out)]
     else:
         sections = [sweep_section(comm, args, out, "allreduce"),
                     sweep_section(comm, args, out, "broadcast"),      # no reductions: lets

@@ -74,8 +74,9 @@ class _PointToPointWork(dist._Work):
 
 
 class RingpsProcessGroup(dist.ProcessGroup):
-    def __init__(self, comm, algorithm: str, rank: int, size: int):
+    def __init__(self, comm, algorithm: str, rank: int, size: int, name: str = ""):
         super().__init__(rank, size)
+        self._group_name, self._group_desc = name, ""
         if comm.rank != rank or comm.size != size:
             raise RuntimeError(f"ringps: torch rank {rank}/{size} is MPI rank "
                                f"{comm.rank}/{comm.size}: launch with mpiexec so they agree")
@@ -83,6 +84,18 @@ class RingpsProcessGroup(dist.ProcessGroup):
 
     def getBackendName(self):
         return NAME
+
+    def getGroupName(self):            # DeviceMesh (FSDP2) looks groups up by name
+        return self._group_name
+
+    def setGroupName(self, name):
+        self._group_name = name
+
+    def getGroupDesc(self):
+        return self._group_desc
+
+    def setGroupDesc(self, desc):
+        self._group_desc = desc
 
     def __repr__(self):
         return f"RingpsProcessGroup(rank={self.comm.rank}, size={self.comm.size}, " \
@@ -318,7 +331,8 @@ def _create(backend_options, pg_options):
         else world.group_of(ranks)
     comm.transport.timeout = seconds
     return RingpsProcessGroup(comm, _algorithm(pg_options), backend_options.group_rank,
-                              backend_options.group_size)
+                              backend_options.group_size,
+                              str(getattr(backend_options, "group_id", "") or ""))
 
 
 def _bootstrap_environment() -> None:

@@ -75,3 +75,15 @@ def test_suite_writes_report_with_plots(tmp_path):
     assert "GPU0" in report and "| ring |" in report and "median error" in report
     assert json.loads(stored.read_text())["beta"] > 0          # the local model was calibrated
     assert (folder / "calibration.csv").exists()
+
+
+def test_ddp_step_under_every_algorithm_and_gloo(tmp_path):
+    result = bench("ddp", "--np", "2", "--width", "64", "--iters", "2", "--warmup", "1",
+                   "--json", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    rows = {r["algo"]: r for r in map(json.loads, result.stdout.splitlines())}
+    assert set(rows) == {"root", "host", "blocked", "ring", "auto", "gloo"}
+    assert all(r["step_ms"] > 0 and r["ranks"] == 2 for r in rows.values())
+    assert rows["gloo"]["ratio_to_gloo"] == 1.0
+    (folder,) = tmp_path.iterdir()
+    assert "step_ms" in (folder / "ddp.csv").read_text().splitlines()[0]

@@ -183,3 +183,33 @@ def test_ddp_trains_the_same_model_as_gloo(world, algorithm):
     for name in gloo_params:
         assert torch.allclose(ours_params[name], gloo_params[name], rtol=1e-4, atol=1e-5), name
     assert abs(acc_ours - acc_gloo) < 1e-3
+
+
+def test_fsdp2_trains_like_one_process(world):
+    """fully_shard over a ringps device mesh (all_gather_into_tensor with aliased inputs,
+    reduce_scatter_tensor) matches plain SGD on the averaged gradient of every rank's batch."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    n, r = dist.get_world_size(), dist.get_rank()
+    mesh = init_device_mesh("cpu", (n,))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 33), torch.nn.ReLU(), torch.nn.Linear(33, 4))
+    reference = torch.nn.Sequential(torch.nn.Linear(16, 33), torch.nn.ReLU(),
+                                    torch.nn.Linear(33, 4))
+    reference.load_state_dict(model.state_dict())
+    for layer in (model[0], model[2], model):
+        fully_shard(layer, mesh=mesh)
+    batches = [torch.randn(8, 16, generator=torch.Generator().manual_seed(100 + p))
+               for p in range(n)]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    reference_optimizer = torch.optim.SGD(reference.parameters(), lr=0.1)
+    for _ in range(3):
+        optimizer.zero_grad()
+        model(batches[r]).square().mean().backward()
+        optimizer.step()
+        reference_optimizer.zero_grad()
+        for batch in batches:
+            (reference(batch).square().mean() / n).backward()
+        reference_optimizer.step()
+    for (name, ours), theirs in zip(model.named_parameters(), reference.parameters()):
+        assert torch.allclose(ours.full_tensor(), theirs, rtol=1e-4, atol=1e-6), name
