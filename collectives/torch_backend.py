@@ -15,15 +15,25 @@ Under mpiexec, importing this module fills in what `init_process_group`'s env://
 needs (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) from MPI unless they are set:
 a collective step, so every rank must import it.
 
-Collectives run to completion when called; the Work handed back is already complete (or,
-for send/recv, completes in wait()). CUDA tensors are refused with a message naming the
+RINGPS_DEBUG=detail checks a fingerprint of every collective across ranks first (like
+TORCH_DISTRIBUTED_DEBUG=DETAIL); without it the core's cheap metadata check still catches
+mismatched lengths, dtypes and ops.
+
+By default each group runs its collectives, in call order, on a thread of its own: the caller
+gets a Work at once (async_op=True returns immediately, DDP overlaps gradient buckets with
+backward), bad input still raises in the caller. With RINGPS_DEBUG=detail collectives run in
+the caller, after the fingerprint check. CUDA tensors are refused with a message naming the
 missing GPU extra (see arrays.py).
 """
 from __future__ import annotations
 
 import os
+import queue
+import sys
+import threading
 from datetime import timedelta
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch._C._distributed_c10d import _create_work_from_future
@@ -278,6 +288,187 @@ class RingpsProcessGroup(dist.ProcessGroup):
         return _PointToPointWork(t, [t.irecv(_numpy(x), src, tag) for x in tensors], tensors)
 
 
+# ---- RINGPS_DEBUG=detail: like TORCH_DISTRIBUTED_DEBUG=DETAIL's collective fingerprints ----
+
+CHECKED = ("allreduce", "allreduce_coalesced", "reduce", "reduce_scatter", "reduce_scatter_single",
+           "reduce_scatter_single_coalesced", "broadcast", "allgather", "all_gather_single",
+           "all_gather_single_coalesced", "all_to_all_single", "alltoall", "gather", "scatter",
+           "barrier")
+DTYPE_CODES = [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int8,
+               torch.uint8, torch.int32, torch.int64, torch.bool, torch.int16]
+FINGERPRINT = ("sequence number", "collective", "op", "root", "dtype", "numel", "ndim",
+               "shape[0]", "shape[1]", "shape[2]", "shape[3]", "tensors")
+
+
+def _first_tensor(args):
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            return a
+        if isinstance(a, (list, tuple)):
+            found = _first_tensor(a)
+            if found is not None:
+                return found
+    return None
+
+
+def _fingerprint(sequence: int, name: str, args) -> list[int]:
+    tensor = _first_tensor(args)
+    opts = args[-1] if args else None
+    op = getattr(getattr(opts, "reduceOp", None), "op", None)
+    shape = list(tensor.shape[:4]) if tensor is not None else []
+    count = sum(1 for a in args for _ in (a if isinstance(a, (list, tuple)) else [a])
+                if isinstance(_, torch.Tensor))
+    return [sequence, CHECKED.index(name), int(op) if op is not None else -1,
+            int(getattr(opts, "rootRank", -1)) if opts is not None else -1,
+            DTYPE_CODES.index(tensor.dtype) if tensor is not None and tensor.dtype in DTYPE_CODES
+            else -1, tensor.numel() if tensor is not None else -1,
+            tensor.dim() if tensor is not None else -1] + shape + [-1] * (4 - len(shape)) + [count]
+
+
+def _checked(name: str):
+    def method(self, *args, **kwargs):
+        self._sequence += 1
+        everything = list(args) + list(kwargs.values())
+        mine = np.asarray(_fingerprint(self._sequence, name, everything), dtype=np.int64)
+        table = self.comm.transport.exchange(mine)
+        for i, field in enumerate(FINGERPRINT):
+            column = table[:, i]
+            if (column != column[0]).any():
+                values = ", ".join(f"rank {r}: {_describe(field, v)}"
+                                   for r, v in enumerate(column.tolist()))
+                raise ValueError(f"ringps debug: ranks disagree on the {field} of call "
+                                 f"#{self._sequence} ({name} on rank {self.comm.rank}): {values}")
+        return getattr(RingpsProcessGroup, name)(self, *args, **kwargs)
+    method.__name__ = name
+    return method
+
+
+def _describe(field: str, value: int) -> str:
+    if value < 0:
+        return "-"
+    if field == "collective":
+        return CHECKED[value]
+    if field == "dtype":
+        return str(DTYPE_CODES[value]).removeprefix("torch.")
+    if field == "op":
+        return RedOpType(value).name
+    return str(value)
+
+
+class DebugProcessGroup(RingpsProcessGroup):
+    """RingpsProcessGroup that checks a fingerprint (sequence number, collective, op, root,
+    dtype, shape) across ranks before every collective and raises on every rank, naming the
+    ranks and values, when they differ."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._sequence = 0
+
+
+for _name in CHECKED:
+    setattr(DebugProcessGroup, _name, _checked(_name))
+
+
+# ---- the default: collectives progress on a per-group thread --------------------------------
+
+def _tensors(args):
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            yield a
+        elif isinstance(a, (list, tuple)):
+            yield from _tensors(a)
+
+
+PRECHECKS = {   # size checks that must fail in the caller, before anything is queued
+    "allgather": lambda pg, outs, ins, opts: [_same_sizes(o, i, "allgather")
+                                              for o, i in zip(outs, ins)],
+    "reduce_scatter": lambda pg, outs, ins, opts: [_same_sizes(i, o, "reduce_scatter")
+                                                   for o, i in zip(outs, ins)],
+    "all_gather_single": lambda pg, out, inp, opts: _check_multiple(
+        out, inp, pg.comm.size, "all_gather_into_tensor"),
+    "reduce_scatter_single": lambda pg, out, inp, opts: _check_multiple(
+        inp, out, pg.comm.size, "reduce_scatter_tensor"),
+    "all_to_all_single": lambda pg, out, inp, out_splits, in_splits, opts: (
+        _splits(out, out_splits, pg.comm.size), _splits(inp, in_splits, pg.comm.size)),
+}
+
+
+# FSDP2 (CPU) reads these results as soon as the call returns, so they run in the caller,
+# once the group's queue has drained (call order is kept). Found by the FSDP2 test.
+IN_CALLER = {"all_gather_single", "all_gather_single_coalesced", "reduce_scatter_single",
+             "reduce_scatter_single_coalesced"}
+
+
+class _BackgroundWork(dist._Work):
+    """A collective queued on its group's thread; wait() blocks until that thread ran it."""
+
+    def __init__(self, future):
+        super().__init__()
+        self._future = future
+
+    def wait(self, timeout=None):
+        self._future.wait()
+        return True
+
+    def is_completed(self):
+        return self._future.done()
+
+    def get_future(self):
+        return self._future
+
+
+def _queued(name: str):
+    def method(self, *args, **kwargs):
+        from .arrays import as_buffer
+        for tensor in _tensors(list(args) + list(kwargs.values())):
+            as_buffer(tensor)                            # dtype, device, contiguity: raise now
+        opts = kwargs.get("opts", args[-1] if args else None)
+        if hasattr(opts, "reduceOp"):
+            _op(opts.reduceOp)
+        if name in PRECHECKS:
+            PRECHECKS[name](self, *args, **kwargs)
+        if name in IN_CALLER:
+            self._jobs.join()                            # after everything queued before it
+            return getattr(RingpsProcessGroup, name)(self, *args, **kwargs)
+        future = torch.futures.Future()
+        self._jobs.put((name, args, kwargs, future))
+        return _BackgroundWork(future)
+    method.__name__ = name
+    return method
+
+
+class BackgroundProcessGroup(RingpsProcessGroup):
+    """The default: every collective is checked in the caller (bad input raises there), then
+    runs in call order on one thread per group (IN_CALLER ones excepted), so async_op=True returns at once and DDP's
+    gradient buckets reduce while backward goes on. A collective that fails on that thread
+    aborts the job with a message naming the rank and the call: a failed future would crash
+    DDP's reducer with less to go on."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._jobs: queue.Queue = queue.Queue()
+        threading.Thread(target=self._serve, name=f"ringps-{self._group_name}",
+                         daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            name, args, kwargs, future = self._jobs.get()
+            try:
+                work = getattr(RingpsProcessGroup, name)(self, *args, **kwargs)
+                future.set_result(work.get_future().value())
+            except BaseException as exc:           # noqa: BLE001 - report, then end the job
+                sys.stderr.write(f"ringps: rank {self.comm.rank}: {name} failed in the "
+                                 f"background: {type(exc).__name__}: {exc}; aborting the job\n")
+                sys.stderr.flush()
+                self.comm.abort(1)
+            finally:
+                self._jobs.task_done()
+
+
+for _name in CHECKED:
+    setattr(BackgroundProcessGroup, _name, _queued(_name))
+
+
 def _numpy(tensor):
     from .arrays import as_buffer
     return as_buffer(tensor).array
@@ -330,7 +521,9 @@ def _create(backend_options, pg_options):
     comm = Communicator(world.mpi, timeout=seconds) if len(ranks) == world.size \
         else world.group_of(ranks)
     comm.transport.timeout = seconds
-    return RingpsProcessGroup(comm, _algorithm(pg_options), backend_options.group_rank,
+    debug = os.environ.get("RINGPS_DEBUG", "").lower() == "detail"
+    kind = DebugProcessGroup if debug else BackgroundProcessGroup
+    return kind(comm, _algorithm(pg_options), backend_options.group_rank,
                               backend_options.group_size,
                               str(getattr(backend_options, "group_id", "") or ""))
 

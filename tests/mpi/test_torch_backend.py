@@ -213,3 +213,44 @@ def test_fsdp2_trains_like_one_process(world):
         reference_optimizer.step()
     for (name, ours), theirs in zip(model.named_parameters(), reference.parameters()):
         assert torch.allclose(ours.full_tensor(), theirs, rtol=1e-4, atol=1e-6), name
+
+
+def test_async_op_returns_at_once_and_progresses_in_the_background(world):
+    """Rank 0 issues its allreduce while the others are still busy: it gets its Work back at
+    once, can compute meanwhile, and the result arrives once everyone has called."""
+    import time
+    n, r = dist.get_world_size(), dist.get_rank()
+    if n < 2:
+        pytest.skip("needs 2 ranks")
+    dist.barrier()
+    t = torch.full((1000,), float(r + 1))
+    if r != 0:
+        time.sleep(0.5)
+    start = time.perf_counter()
+    work = dist.all_reduce(t, async_op=True)
+    issued = time.perf_counter() - start
+    if r == 0:
+        assert issued < 0.25 and not work.is_completed()
+    work.wait()
+    assert work.is_completed() and torch.equal(t, torch.full((1000,), n * (n + 1) / 2))
+
+
+def test_debug_mode_names_mismatched_calls(world, monkeypatch):
+    n, r = dist.get_world_size(), dist.get_rank()
+    if n < 2:
+        pytest.skip("needs 2 ranks")
+    monkeypatch.setenv("RINGPS_DEBUG", "detail")
+    checked = dist.new_group(backend="ringps")
+    assert type(checked).__name__ == "DebugProcessGroup"
+    with pytest.raises(ValueError, match=r"ranks disagree on the shape\[0\] of call #1 "
+                                         r"\(allreduce on rank \d\): rank 0: 3, rank 1: 2"):
+        dist.all_reduce(torch.ones((2, 3) if r == 1 else (3, 2)), group=checked)
+    with pytest.raises(ValueError, match="disagree on the collective of call #2 .*rank 1: "
+                                         "broadcast"):
+        if r == 1:
+            dist.broadcast(torch.ones(3), src=0, group=checked)
+        else:
+            dist.all_reduce(torch.ones(3), group=checked)
+    t = torch.ones(4)
+    dist.all_reduce(t, group=checked)
+    assert torch.equal(t, torch.full((4,), float(n)))
