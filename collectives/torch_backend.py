@@ -82,6 +82,11 @@ class _PointToPointWork(dist._Work):
     def get_future(self):
         return self._future
 
+    def _source_rank(self):
+        """For recv from any source: the rank the message came from."""
+        self.wait()
+        return self._requests[0].source
+
 
 class RingpsProcessGroup(dist.ProcessGroup):
     def __init__(self, comm, algorithm: str, rank: int, size: int, name: str = ""):
@@ -286,6 +291,10 @@ class RingpsProcessGroup(dist.ProcessGroup):
     def recv(self, tensors, src, tag):
         t = self.comm.transport
         return _PointToPointWork(t, [t.irecv(_numpy(x), src, tag) for x in tensors], tensors)
+
+    def recv_anysource(self, tensors, tag):
+        t = self.comm.transport
+        return _PointToPointWork(t, [t.irecv(_numpy(x), None, tag) for x in tensors], tensors)
 
 
 # ---- RINGPS_DEBUG=detail: like TORCH_DISTRIBUTED_DEBUG=DETAIL's collective fingerprints ----

@@ -21,7 +21,7 @@ class PeerTimeout(TimeoutError):
 class Request:
     """One pending transfer. `on_complete` runs once, after the bytes have arrived."""
 
-    __slots__ = ("handle", "kind", "peer", "nbytes", "on_complete", "done")
+    __slots__ = ("handle", "kind", "peer", "nbytes", "on_complete", "done", "source")
 
     def __init__(self, handle, kind: str, peer: int, nbytes: int,
                  on_complete: Callable[[], None] | None = None):
@@ -31,6 +31,7 @@ class Request:
         self.nbytes = nbytes
         self.on_complete = on_complete
         self.done = False
+        self.source = peer          # for a receive from any rank: who sent, once complete
 
     def describe(self) -> str:
         if self.peer < 0:

@@ -49,28 +49,37 @@ class MPITransport(Transport):
         return Request(self.comm.Isend(_bytes(array), peer, tag), "send", peer, array.nbytes)
 
     def irecv(self, array, peer, tag=None):
+        """peer None: from whichever rank sends first (the Request's `source` says who)."""
         self._usable()
         tag = TAG if tag is None else USER_TAG_BASE + tag
-        return Request(self.comm.Irecv(_bytes(array), peer, tag), "receive", peer, array.nbytes)
+        source = MPI.ANY_SOURCE if peer is None else peer
+        request = Request(self.comm.Irecv(_bytes(array), source, tag), "receive",
+                          -1 if peer is None else peer, array.nbytes)
+        request.source = peer
+        return request
 
     def waitall(self, requests: Sequence[Request]) -> None:
         pending = [r for r in requests if not r.done]
         if not pending:
             return
         handles = [r.handle for r in pending]
-        if not MPI.Request.Testall(handles):
-            self._poll(handles, pending)
+        anyone = [i for i, r in enumerate(pending) if r.kind == "receive" and r.source is None]
+        statuses = [MPI.Status() for _ in handles] if anyone else None
+        if not MPI.Request.Testall(handles, statuses):
+            self._poll(handles, pending, statuses)
+        for i in anyone:
+            pending[i].source = statuses[i].Get_source()
         for r in pending:
             r.done = True
             if r.on_complete is not None:
                 r.on_complete()
 
-    def _poll(self, handles, pending) -> None:
+    def _poll(self, handles, pending, statuses=None) -> None:
         start = time.monotonic()
         deadline = start + self.timeout
         spin_until = start + SPIN_SECONDS
         testall = MPI.Request.Testall
-        while not testall(handles):
+        while not testall(handles, statuses):
             now = time.monotonic()
             if now > spin_until:
                 os.sched_yield()

@@ -168,8 +168,12 @@ def _example():
     return module
 
 
-@pytest.mark.parametrize("algorithm", ["root", "host", "blocked", "ring", "auto"])
-def test_ddp_trains_the_same_model_as_gloo(world, algorithm):
+@pytest.mark.parametrize("algorithm,hook", [("root", None), ("host", None), ("blocked", None),
+                                            ("ring", None), ("auto", None), ("ring", "fp16"),
+                                            ("blocked", "bf16")])
+def test_ddp_trains_the_same_model_as_gloo(world, algorithm, hook):
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+    hooks = {"fp16": default_hooks.fp16_compress_hook, "bf16": default_hooks.bf16_compress_hook}
     example = _example()
     x, y = example.dataset(samples=1024)
     ours = dist.new_group(backend="ringps", pg_options={"algorithm": algorithm})
@@ -177,6 +181,8 @@ def test_ddp_trains_the_same_model_as_gloo(world, algorithm):
     results = []
     for group in (ours, gloo):
         ddp = torch.nn.parallel.DistributedDataParallel(example.model(), process_group=group)
+        if hook:                                   # gradients travel as fp16 / bf16
+            ddp.register_comm_hook(group, hooks[hook])
         accuracy = example.train(ddp, x, y, epochs=2, batch=64, lr=0.02, log=lambda *_: None)
         results.append((accuracy, {k: v.clone() for k, v in ddp.module.state_dict().items()}))
     (acc_ours, ours_params), (acc_gloo, gloo_params) = results
@@ -254,3 +260,19 @@ def test_debug_mode_names_mismatched_calls(world, monkeypatch):
     t = torch.ones(4)
     dist.all_reduce(t, group=checked)
     assert torch.equal(t, torch.full((4,), float(n)))
+
+
+def test_recv_from_any_source_names_the_sender(world):
+    n, r = dist.get_world_size(), dist.get_rank()
+    if n < 2:
+        pytest.skip("needs 2 ranks")
+    if r == 0:
+        senders = set()
+        for _ in range(n - 1):
+            got = torch.empty(2)
+            sender = dist.recv(got, tag=9)
+            assert torch.equal(got, torch.full((2,), float(sender)))
+            senders.add(sender)
+        assert senders == set(range(1, n))
+    else:
+        dist.send(torch.full((2,), float(r)), dst=0, tag=9)
