@@ -27,6 +27,7 @@ missing GPU extra (see arrays.py).
 """
 from __future__ import annotations
 
+import atexit
 import os
 import queue
 import sys
@@ -456,12 +457,25 @@ class BackgroundProcessGroup(RingpsProcessGroup):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._jobs: queue.Queue = queue.Queue()
-        threading.Thread(target=self._serve, name=f"ringps-{self._group_name}",
-                         daemon=True).start()
+        self._thread = threading.Thread(target=self._serve, name=f"ringps-{self._group_name}",
+                                        daemon=True)
+        self._thread.start()
+        _running.add(self)
+
+    def shutdown(self) -> None:
+        """Finish what is queued, then stop the group's thread (destroy_process_group, exit)."""
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+        _running.discard(self)
 
     def _serve(self) -> None:
         while True:
-            name, args, kwargs, future = self._jobs.get()
+            job = self._jobs.get()
+            if job is None:
+                self._jobs.task_done()
+                return
+            name, args, kwargs, future = job
             try:
                 work = getattr(RingpsProcessGroup, name)(self, *args, **kwargs)
                 future.set_result(work.get_future().value())
@@ -476,6 +490,14 @@ class BackgroundProcessGroup(RingpsProcessGroup):
 
 for _name in CHECKED:
     setattr(BackgroundProcessGroup, _name, _queued(_name))
+
+_running: set = set()
+
+
+@atexit.register
+def _stop_threads() -> None:
+    for group in list(_running):
+        group.shutdown()
 
 
 def _numpy(tensor):
@@ -521,20 +543,32 @@ def _algorithm(pg_options) -> str:
 
 
 def _create(backend_options, pg_options):
-    """The creator torch calls on each member of a new group."""
+    """The creator torch calls on each member of a new group: over MPI under mpiexec, over a
+    gloo group on torch's own store under torchrun (the same script runs either way)."""
+    from .rendezvous import under_mpi
+    timeout = getattr(backend_options, "timeout", None)
+    if not under_mpi():
+        from .storecomm import StoreCommunicator
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else 300.0
+        comm = StoreCommunicator(backend_options.store, backend_options.group_rank,
+                                 backend_options.group_size, seconds)
+        return _group_kind()(comm, _algorithm(pg_options), comm.rank, comm.size,
+                             str(getattr(backend_options, "group_id", "") or ""))
     world = api.default_comm()
     ranks = list(getattr(backend_options, "global_ranks_in_group", []) or range(world.size))
-    timeout = getattr(backend_options, "timeout", None)
     seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else world.timeout
     from .comm import Communicator
     comm = Communicator(world.mpi, timeout=seconds) if len(ranks) == world.size \
         else world.group_of(ranks)
     comm.transport.timeout = seconds
-    debug = os.environ.get("RINGPS_DEBUG", "").lower() == "detail"
-    kind = DebugProcessGroup if debug else BackgroundProcessGroup
-    return kind(comm, _algorithm(pg_options), backend_options.group_rank,
+    return _group_kind()(comm, _algorithm(pg_options), backend_options.group_rank,
                               backend_options.group_size,
                               str(getattr(backend_options, "group_id", "") or ""))
+
+
+def _group_kind():
+    debug = os.environ.get("RINGPS_DEBUG", "").lower() == "detail"
+    return DebugProcessGroup if debug else BackgroundProcessGroup
 
 
 def _bootstrap_environment() -> None:

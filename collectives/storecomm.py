@@ -1,0 +1,32 @@
+"""A Communicator for jobs without an MPI world (torchrun): ranks and bytes come from a torch
+gloo process group built on the rendezvous store torch hands the backend. It offers what the
+algorithms and the torch backend use (rank, size, transport, barrier, abort); all its ranks
+count as one node (torchrun's LOCAL_RANK says where a rank sits on its host)."""
+from __future__ import annotations
+
+import os
+import sys
+from datetime import timedelta
+
+from .transport.gloo import GlooTransport
+
+
+class StoreCommunicator:
+    def __init__(self, store, rank: int, size: int, timeout: float):
+        import torch.distributed as dist
+        self.pg = dist.ProcessGroupGloo(store, rank, size, timedelta(seconds=timeout))
+        self.rank, self.size, self.timeout = rank, size, timeout
+        self.transport = GlooTransport(self.pg, timeout)
+        self.local_rank = int(os.environ.get("LOCAL_RANK", rank))
+        self.num_nodes, self.node_index = 1, 0
+
+    def barrier(self) -> None:
+        self.transport.barrier()
+
+    def abort(self, code: int = 1) -> None:
+        """No MPI to tear the job down: end this process; torchrun stops the others."""
+        sys.stderr.flush()
+        os._exit(code)
+
+    def __repr__(self) -> str:
+        return f"StoreCommunicator(rank={self.rank}, size={self.size})"
