@@ -4,7 +4,6 @@ Each job returns a section (rows, tables, images) so the suite can assemble them
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from . import d2l, environment, membw, plots, report, results, tables
 from .baselines import GlooBaseline, MPIBaseline, Unavailable
@@ -41,6 +40,13 @@ class Output:
             for row in rows:
                 print(tables.line(row))
             print(flush=True)
+
+    def table(self, rows: list[dict], title: str, headers: list[str], body: list[list]) -> None:
+        """A plain-text table (or, with --json, the rows behind it)."""
+        if self.root and self.args.json:
+            for row in rows:
+                print(results.json_line(row), flush=True)
+        self.say(f"# {title}\n{tables.text_table(headers, body)}\n")
 
     def progress(self, total: int, what: str):
         if not self.talking:
@@ -108,10 +114,7 @@ def d2l_section(comm, args, out: Output, size: int) -> dict:
     headers, body, bars = d2l.table(rows)
     title = (f"d2l 'Parameter Servers' table: {format_size(size)} {args.dtype} gradient, "
              f"{comm.size} ranks on {comm.num_nodes} node(s)")
-    if out.root and args.json:
-        for row in rows:
-            print(results.json_line(row), flush=True)
-    out.say(f"# {title}\n{tables.text_table(headers, body)}\n")
+    out.table(rows, title, headers, body)
     images = out.plot(plots.d2l_bars, bars, out.folder / "d2l.png", title) if out.root else []
     return {"title": "d2l table", "rows": rows, "table": (headers, body), "images": images,
             "name": "d2l", "text": title + ". d2l's figures are for the hardware named; "
@@ -133,10 +136,7 @@ def scaling_section(comm, args, out: Output, size: int) -> dict:
     body = [[r["ranks"], tables.label(r), f"{r['time_us'] / 1e3:.2f}", f"{r['busbw']:.3f}",
              r["wrong"]] for r in rows]
     headers = ["ranks", "algo", "time_ms", "busbw", "#wrong"]
-    if out.root and args.json:
-        for row in rows:
-            print(results.json_line(row), flush=True)
-    out.say(f"# {title}\n{tables.text_table(headers, body)}\n")
+    out.table(rows, title, headers, body)
     images = out.plot(plots.time_vs_ranks, rows, out.folder / "scaling.png", title) \
         if out.root else []
     return {"title": "sync time vs ranks", "rows": rows, "table": (headers, body),
@@ -156,10 +156,7 @@ def ddp_section(comm, args, out: Output) -> dict:
             for r in rows]
     title = (f"DDP step, {rows[0]['params'] / 1e6:.1f}M parameters, batch {args.batch}/rank, "
              f"{comm.size} ranks: ringps (each algorithm) vs gloo")
-    if out.root and args.json:
-        for row in rows:
-            print(results.json_line(row), flush=True)
-    out.say(f"# {title}\n{tables.text_table(headers, body)}\n")
+    out.table(rows, title, headers, body)
     return {"title": "DDP step", "rows": rows, "table": (headers, body), "images": [],
             "name": "ddp", "text": title + "."}
 

@@ -9,8 +9,8 @@ def test_failing_rank_kills_the_job_and_is_named():
     assert "RANK 1 of 3 FAILED" in out and "deliberate failure on rank 1" in out, out
 
 
-def test_silent_peer_raises_timeout_naming_the_peer():
-    rc, out = run(3, ["tests/scenarios/silent_peer.py", "nocheck"], timeout=60)
+def test_silent_peer_raises_timeout_naming_the_peer(tmp_path):
+    rc, out = run(3, ["tests/scenarios/silent_peer.py", "nocheck", str(tmp_path)], timeout=150)
     assert rc is not None, out
     # rank 2 receives from rank 1 in the ring; rank 0 then starves waiting for rank 2
     assert "rank 2: PeerTimeout: ringps: rank 2 timed out after 2 s waiting to receive" in out, out
@@ -20,8 +20,8 @@ def test_silent_peer_raises_timeout_naming_the_peer():
         "failure (rank 2 timed out" in out, out
 
 
-def test_silent_peer_fails_the_metadata_check_in_time():
-    rc, out = run(3, ["tests/scenarios/silent_peer.py", "check"], timeout=60)
+def test_silent_peer_fails_the_metadata_check_in_time(tmp_path):
+    rc, out = run(3, ["tests/scenarios/silent_peer.py", "check", str(tmp_path)], timeout=150)
     assert rc is not None, out
     for rank in (0, 2):
         assert (f"rank {rank}: PeerTimeout: ringps: rank {rank} timed out after 2 s waiting to "

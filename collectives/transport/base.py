@@ -39,11 +39,31 @@ class Request:
         return f"{self.kind} {self.nbytes} bytes {'to' if self.kind == 'send' else 'from'} rank {self.peer}"
 
 
+TAG = 7                 # every collective's traffic
+USER_TAG_BASE = 1000    # user point-to-point tags (torch send/recv) start here
+
+
+def wire_tag(tag: int | None) -> int:
+    return TAG if tag is None else USER_TAG_BASE + tag
+
+
 class Transport:
     """Point-to-point moves between the ranks of one communicator."""
 
     rank: int
     size: int
+    broken: str | None = None       # why this transport can no longer be trusted
+
+    def _usable(self) -> None:
+        if self.broken:
+            raise PeerTimeout(f"ringps: rank {self.rank}: this communicator is unusable after "
+                              f"an earlier failure ({self.broken}); create a new one")
+
+    def _fail(self, message: str) -> PeerTimeout:
+        """Mark this transport unusable (receives may still be posted; a late peer's messages
+        would match the next call) and return the error to raise."""
+        self.broken = message.removeprefix("ringps: ")
+        return PeerTimeout(message)
 
     def isend(self, array: np.ndarray, peer: int, tag: int | None = None) -> Request:
         """tag None: collective traffic; an int: a user's point-to-point channel."""

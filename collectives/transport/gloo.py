@@ -13,10 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .base import PeerTimeout, Request, Transport
-
-TAG = 7
-USER_TAG_BASE = 1000
+from .base import Request, Transport, wire_tag
 
 
 def _bytes(array: np.ndarray) -> torch.Tensor:
@@ -28,21 +25,15 @@ class GlooTransport(Transport):
         self.pg = pg
         self.rank, self.size = pg.rank(), pg.size()
         self.timeout = timeout
-        self.broken: str | None = None
-
-    def _usable(self) -> None:
-        if self.broken:
-            raise PeerTimeout(f"ringps: rank {self.rank}: this communicator is unusable after "
-                              f"an earlier failure ({self.broken}); create a new one")
 
     def isend(self, array, peer, tag=None):
         self._usable()
-        tag = TAG if tag is None else USER_TAG_BASE + tag
-        return Request(self.pg.send([_bytes(array)], peer, tag), "send", peer, array.nbytes)
+        return Request(self.pg.send([_bytes(array)], peer, wire_tag(tag)), "send", peer,
+                       array.nbytes)
 
     def irecv(self, array, peer, tag=None):
         self._usable()
-        tag = TAG if tag is None else USER_TAG_BASE + tag
+        tag = wire_tag(tag)
         buffer = [_bytes(array)]
         if peer is None:
             work = self.pg.recv_anysource(buffer, tag)
@@ -60,10 +51,8 @@ class GlooTransport(Transport):
             try:
                 r.handle.wait(timedelta(seconds=left))
             except RuntimeError as exc:
-                message = (f"ringps: rank {self.rank} timed out or failed after "
-                           f"{self.timeout:g} s waiting to {r.describe()}: {exc}")
-                self.broken = message.removeprefix("ringps: ")
-                raise PeerTimeout(message) from None
+                raise self._fail(f"ringps: rank {self.rank} timed out or failed after "
+                                 f"{self.timeout:g} s waiting to {r.describe()}: {exc}") from None
             if r.source is None:
                 r.source = r.handle._source_rank()
             r.done = True

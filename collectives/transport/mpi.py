@@ -19,10 +19,7 @@ from typing import Sequence
 import numpy as np
 from mpi4py import MPI
 
-from .base import PeerTimeout, Request, Transport
-
-TAG = 7                 # every collective's traffic
-USER_TAG_BASE = 1000    # user point-to-point tags (torch send/recv) start here
+from .base import Request, Transport, wire_tag
 SPIN_SECONDS = 50e-6
 
 
@@ -36,24 +33,17 @@ class MPITransport(Transport):
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self.timeout = timeout
-        self.broken: str | None = None      # why this transport can no longer be trusted
-
-    def _usable(self) -> None:
-        if self.broken:
-            raise PeerTimeout(f"ringps: rank {self.rank}: this communicator is unusable after "
-                              f"an earlier failure ({self.broken}); create a new one")
 
     def isend(self, array, peer, tag=None):
         self._usable()
-        tag = TAG if tag is None else USER_TAG_BASE + tag
-        return Request(self.comm.Isend(_bytes(array), peer, tag), "send", peer, array.nbytes)
+        return Request(self.comm.Isend(_bytes(array), peer, wire_tag(tag)), "send", peer,
+                       array.nbytes)
 
     def irecv(self, array, peer, tag=None):
         """peer None: from whichever rank sends first (the Request's `source` says who)."""
         self._usable()
-        tag = TAG if tag is None else USER_TAG_BASE + tag
         source = MPI.ANY_SOURCE if peer is None else peer
-        request = Request(self.comm.Irecv(_bytes(array), source, tag), "receive",
+        request = Request(self.comm.Irecv(_bytes(array), source, wire_tag(tag)), "receive",
                           -1 if peer is None else peer, array.nbytes)
         request.source = peer
         return request
@@ -88,10 +78,7 @@ class MPITransport(Transport):
                 message = (f"ringps: rank {self.rank} timed out after {self.timeout:g} s waiting "
                            f"to {'; '.join(stuck[:3])}: the peer is dead, hung, or in a "
                            f"different collective")
-                # Receives still posted could later land in buffers the caller has back, and
-                # a late peer's messages would match the next call: never use this again.
-                self.broken = message.removeprefix("ringps: ")
-                raise PeerTimeout(message)
+                raise self._fail(message)
 
     def exchange(self, values: np.ndarray) -> np.ndarray:
         self._usable()

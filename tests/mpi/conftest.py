@@ -4,7 +4,6 @@ the peers would otherwise wait forever in the next collective."""
 import sys
 import zlib
 
-import numpy as np
 import pytest
 from mpi4py import MPI
 

@@ -1,5 +1,4 @@
 """CPU torch tensors: reduced in place through a zero-copy view, every supported dtype."""
-import numpy as np
 import pytest
 
 import collectives as C

@@ -5,7 +5,6 @@ import importlib.util
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
