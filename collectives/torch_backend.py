@@ -32,11 +32,13 @@ import os
 import queue
 import sys
 import threading
+import time
 from datetime import timedelta
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch._C import _distributed_c10d as c10d
 from torch._C._distributed_c10d import _create_work_from_future
 
 from . import api
@@ -285,6 +287,24 @@ class RingpsProcessGroup(dist.ProcessGroup):
         self.comm.barrier()
         return _done([])
 
+    # -- older spellings, for callers that use the ProcessGroup object directly --------------
+    def _allgather_base(self, output, input, opts=None):
+        return self.all_gather_single(output, input, opts or c10d.AllgatherOptions())
+
+    def _reduce_scatter_base(self, output, input, opts=None):
+        return self.reduce_scatter_single(output, input, opts or c10d.ReduceScatterOptions())
+
+    def alltoall_base(self, output, input, output_split_sizes, input_split_sizes, opts=None):
+        return self.all_to_all_single(output, input, output_split_sizes, input_split_sizes,
+                                      opts or c10d.AllToAllOptions())
+
+    def allgather_into_tensor_coalesced(self, outputs, inputs, opts=None):
+        return self.all_gather_single_coalesced(outputs, inputs, opts or c10d.AllgatherOptions())
+
+    def reduce_scatter_tensor_coalesced(self, outputs, inputs, opts=None):
+        return self.reduce_scatter_single_coalesced(outputs, inputs,
+                                                    opts or c10d.ReduceScatterOptions())
+
     def send(self, tensors, dst, tag):
         t = self.comm.transport
         return _PointToPointWork(t, [t.isend(_numpy(x), dst, tag) for x in tensors], tensors)
@@ -410,15 +430,28 @@ IN_CALLER = {"all_gather_single", "all_gather_single_coalesced", "reduce_scatter
 
 
 class _BackgroundWork(dist._Work):
-    """A collective queued on its group's thread; wait() blocks until that thread ran it."""
+    """A collective queued on its group's thread; wait() blocks until that thread ran it
+    (or raises after `timeout`, like gloo's work, leaving the collective queued)."""
 
     def __init__(self, future):
         super().__init__()
         self._future = future
 
     def wait(self, timeout=None):
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        if seconds:                                   # torch passes 0 for "no timeout"
+            deadline = time.monotonic() + seconds
+            while not self._future.done():
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"ringps: timed out after {seconds:g} s waiting for a "
+                                       f"collective to complete")
+                time.sleep(0.0005)
         self._future.wait()
         return True
+
+    def result(self):
+        self.wait()
+        return self._future.value()
 
     def is_completed(self):
         return self._future.done()
@@ -435,6 +468,10 @@ def _queued(name: str):
         opts = kwargs.get("opts", args[-1] if args else None)
         if hasattr(opts, "reduceOp"):
             _op(opts.reduceOp)
+        root = getattr(opts, "rootRank", 0)
+        if not 0 <= root < self.comm.size:
+            raise ValueError(f"ringps {name}: root {root} is out of range for {self.comm.size} "
+                             f"ranks")
         if name in PRECHECKS:
             PRECHECKS[name](self, *args, **kwargs)
         if name in IN_CALLER:

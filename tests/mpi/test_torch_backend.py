@@ -275,3 +275,33 @@ def test_recv_from_any_source_names_the_sender(world):
         assert senders == set(range(1, n))
     else:
         dist.send(torch.full((2,), float(r)), dst=0, tag=9)
+
+
+def test_older_spellings_on_the_group_object(world):
+    from torch._C import _distributed_c10d as c10d
+    n, r = dist.get_world_size(), dist.get_rank()
+    pg = dist.group.WORLD
+    out = torch.empty(2 * n)
+    pg._allgather_base(out, torch.full((2,), float(r))).wait()
+    assert out.tolist() == [float(p) for p in range(n) for _ in range(2)]
+    small = torch.empty(2)
+    pg._reduce_scatter_base(small, torch.ones(2 * n)).wait()
+    assert torch.equal(small, torch.full((2,), float(n)))
+    got = torch.empty(n)
+    pg.alltoall_base(got, torch.arange(float(n)) + 10 * r, [], [], c10d.AllToAllOptions()).wait()
+    assert got.tolist() == [10.0 * p + r for p in range(n)]
+    outs, ins = [torch.empty(n), torch.empty(2 * n)], [torch.ones(1), torch.full((2,), 2.0)]
+    pg.allgather_into_tensor_coalesced(outs, ins).wait()
+    assert torch.equal(outs[1], torch.full((2 * n,), 2.0))
+
+
+def test_work_result_wait_timeout_and_root_checks(world):
+    import datetime
+    n = dist.get_world_size()
+    t = torch.ones(3)
+    work = dist.all_reduce(t, async_op=True)
+    assert work.wait(datetime.timedelta(seconds=60)) and torch.equal(work.result()[0], t)
+    opts = dist.BroadcastOptions()
+    opts.rootRank = n + 3
+    with pytest.raises(ValueError, match=f"root {n + 3} is out of range for {n} ranks"):
+        dist.group.WORLD.broadcast([torch.ones(2)], opts)
