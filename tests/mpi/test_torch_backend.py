@@ -305,3 +305,13 @@ def test_work_result_wait_timeout_and_root_checks(world):
     opts.rootRank = n + 3
     with pytest.raises(ValueError, match=f"root {n + 3} is out of range for {n} ranks"):
         dist.group.WORLD.broadcast([torch.ones(2)], opts)
+
+
+def test_premul_sum_with_a_tensor_factor_and_group_timeouts(world):
+    import datetime
+    n, r = dist.get_world_size(), dist.get_rank()
+    t = torch.full((4,), float(r + 1))
+    dist.all_reduce(t, op=dist._make_nccl_premul_sum(torch.tensor(0.5)))
+    assert torch.equal(t, torch.full((4,), n * (n + 1) / 4))
+    quick = dist.new_group(backend="ringps", timeout=datetime.timedelta(seconds=7))
+    assert quick.comm.transport.timeout == 7.0
