@@ -59,6 +59,16 @@ def tolerance(values: list[np.ndarray], op: str, dtype: str) -> np.ndarray | flo
     return steps * EPS[dtype] * scale * 2 + np.finfo(np.float64).tiny
 
 
+def skip_unfit(op: str, dtype: str) -> None:
+    """Skip combinations a collective rightly rejects (avg on integers: see test_errors) or
+    that need torch (bfloat16)."""
+    import pytest
+    if op == "avg" and dtype.startswith(("int", "uint")):
+        pytest.skip("avg is rejected for integer dtypes (tested in test_errors)")
+    if dtype in TORCH_ONLY:
+        pytest.importorskip("torch")
+
+
 def make_buffer(values: np.ndarray, dtype: str, kind: str = "numpy"):
     if kind == "torch" or dtype in TORCH_ONLY:
         import torch

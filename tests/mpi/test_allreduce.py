@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import collectives as C
-from reference import TORCH_ONLY, assert_close, expected, inputs, make_buffer, tolerance
+from reference import assert_close, expected, inputs, make_buffer, skip_unfit, tolerance
 
 DTYPES = C.DTYPE_NAMES
 OPS = C.OP_NAMES
@@ -12,13 +12,6 @@ FEW_MB = 2 ** 21
 
 def sizes(p):
     return sorted({0, 1, max(p - 1, 0), p, p + 1, 100_003})
-
-
-def _skip_unfit(dtype, op):
-    if op == "avg" and dtype.startswith(("int", "uint")):
-        pytest.skip("avg is rejected for integer dtypes (tested in test_errors)")
-    if dtype in TORCH_ONLY:
-        pytest.importorskip("torch")
 
 
 def _check(comm, algorithm, op, dtype, count, seed, segment_bytes=None):
@@ -34,7 +27,7 @@ def _check(comm, algorithm, op, dtype, count, seed, segment_bytes=None):
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_small_and_prime_sizes(comm, algorithm, op, dtype, seed):
-    _skip_unfit(dtype, op)
+    skip_unfit(op, dtype)
     for count in sizes(comm.size):
         _check(comm, algorithm, op, dtype, count, seed + 1000 * count)
 
@@ -43,7 +36,7 @@ def test_small_and_prime_sizes(comm, algorithm, op, dtype, seed):
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_few_megabytes(comm, algorithm, op, dtype, seed):
-    _skip_unfit(dtype, op)
+    skip_unfit(op, dtype)
     count = FEW_MB // np.dtype("uint16" if dtype == "bfloat16" else dtype).itemsize + 3
     _check(comm, algorithm, op, dtype, count, seed, segment_bytes=1 << 17)
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import collectives as C
-from reference import assert_close, expected, inputs, make_buffer, tolerance
+from reference import assert_close, expected, inputs, make_buffer, skip_unfit, tolerance
 
 DTYPES = ["float16", "float32", "float64", "int8", "int64"]
 
@@ -12,19 +12,14 @@ def sizes(p):
     return sorted({0, 1, max(p - 1, 0), p, p + 1, 100_003})
 
 
-def _values(comm, dtype, op, count, seed):
-    return inputs(dtype, op, count, seed, comm.size)
-
-
 @pytest.mark.parametrize("algorithm", list(C.COLLECTIVES["reduce_scatter"]))
 @pytest.mark.parametrize("op", ["sum", "max", "avg"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("segment_bytes", [None, 8])
 def test_reduce_scatter(comm, algorithm, op, dtype, segment_bytes, seed):
-    if op == "avg" and dtype.startswith("int"):
-        pytest.skip("avg is float-only")
+    skip_unfit(op, dtype)
     for count in sizes(comm.size):
-        values = _values(comm, dtype, op, count, seed + count)
+        values = inputs(dtype, op, count, seed + count, comm.size)
         buf = make_buffer(values[comm.rank], dtype)
         mine = C.reduce_scatter(buf, op=op, algorithm=algorithm, segment_bytes=segment_bytes)
         a, b = C.chunk(count)
@@ -40,7 +35,7 @@ def test_reduce_scatter(comm, algorithm, op, dtype, segment_bytes, seed):
 @pytest.mark.parametrize("segment_bytes", [None, 8])
 def test_allgather(comm, algorithm, dtype, segment_bytes, seed):
     for count in sizes(comm.size):
-        values = _values(comm, dtype, "sum", count, seed + count)
+        values = inputs(dtype, "sum", count, seed + count, comm.size)
         want = np.concatenate([v[slice(*C.chunk(count, r))] for r, v in enumerate(values)])
         buf = make_buffer(np.zeros(count), dtype)
         a, b = C.chunk(count)
@@ -55,7 +50,7 @@ def test_allgather(comm, algorithm, dtype, segment_bytes, seed):
 def test_broadcast_from_every_root(comm, algorithm, dtype, segment_bytes, seed):
     for root in range(comm.size):
         for count in sizes(comm.size):
-            values = _values(comm, dtype, "sum", count, seed + count)
+            values = inputs(dtype, "sum", count, seed + count, comm.size)
             buf = make_buffer(values[comm.rank], dtype)
             C.broadcast(buf, root=root, algorithm=algorithm, segment_bytes=segment_bytes)
             assert_close(buf, values[root], 0.0,
@@ -67,11 +62,10 @@ def test_broadcast_from_every_root(comm, algorithm, dtype, segment_bytes, seed):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("segment_bytes", [None, 8])
 def test_reduce_to_every_root(comm, algorithm, op, dtype, segment_bytes, seed):
-    if op == "avg" and dtype.startswith("int"):
-        pytest.skip("avg is float-only")
+    skip_unfit(op, dtype)
     for root in range(comm.size):
         for count in sizes(comm.size):
-            values = _values(comm, dtype, op, count, seed + count + root)
+            values = inputs(dtype, op, count, seed + count + root, comm.size)
             buf = make_buffer(values[comm.rank], dtype)
             C.reduce(buf, op=op, root=root, algorithm=algorithm, segment_bytes=segment_bytes)
             what = f"rank {comm.rank}: reduce {algorithm} {op} root={root} count={count}"
