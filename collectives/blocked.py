@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .context import Context
-from .schedule import Schedule, Transfer, chunk_nbytes
+from .schedule import CompactSchedule, Schedule, chunk_nbytes, exchange
 
 
 def reduce_scatter(x: np.ndarray, ctx: Context) -> None:
@@ -51,16 +51,29 @@ def allreduce(x: np.ndarray, ctx: Context) -> None:
     allgather(x, ctx)
 
 
+def reduce_scatter_pattern(n: int, count: int, itemsize: int, root: int = 0) -> CompactSchedule:
+    """Every rank i sends block j to rank j (bytes by receiver), which reduces it."""
+    blocks = chunk_nbytes(count, n, itemsize)
+    return CompactSchedule([exchange(range(n), range(n), blocks, "receiver", reduce=True)])
+
+
+def allgather_pattern(n: int, count: int, itemsize: int, root: int = 0) -> CompactSchedule:
+    """Every rank j sends its block j to every rank i (bytes by sender)."""
+    blocks = chunk_nbytes(count, n, itemsize)
+    return CompactSchedule([exchange(range(n), range(n), blocks, "sender")])
+
+
+def allreduce_pattern(n: int, count: int, itemsize: int, root: int = 0) -> CompactSchedule:
+    return reduce_scatter_pattern(n, count, itemsize) + allgather_pattern(n, count, itemsize)
+
+
 def reduce_scatter_schedule(n: int, count: int, itemsize: int, root: int = 0) -> Schedule:
-    sizes = chunk_nbytes(count, n, itemsize)
-    return Schedule([[Transfer(i, j, sizes[j], reduce=True)
-                      for i in range(n) for j in range(n) if i != j]])
+    return reduce_scatter_pattern(n, count, itemsize).expand()
 
 
 def allgather_schedule(n: int, count: int, itemsize: int, root: int = 0) -> Schedule:
-    sizes = chunk_nbytes(count, n, itemsize)
-    return Schedule([[Transfer(j, i, sizes[j]) for j in range(n) for i in range(n) if i != j]])
+    return allgather_pattern(n, count, itemsize).expand()
 
 
 def allreduce_schedule(n: int, count: int, itemsize: int, root: int = 0) -> Schedule:
-    return reduce_scatter_schedule(n, count, itemsize) + allgather_schedule(n, count, itemsize)
+    return allreduce_pattern(n, count, itemsize).expand()

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import root
 from .context import Context
-from .schedule import Schedule, Transfer
+from .schedule import CompactSchedule, Schedule, gather, scatter
 
 AGGREGATOR = 0
 
@@ -37,8 +37,12 @@ def allreduce(x: np.ndarray, ctx: Context) -> None:
         root.broadcast(x, ctx, AGGREGATOR)
 
 
-def allreduce_schedule(n: int, count: int, itemsize: int, root: int = 0) -> Schedule:
+def allreduce_pattern(n: int, count: int, itemsize: int, root: int = 0) -> CompactSchedule:
     nbytes = count * itemsize
-    return Schedule([[Transfer(i, "host", nbytes, reduce=True) for i in range(n)],
-                     [Transfer("host", i, nbytes) for i in range(n)]],
-                    placement={"host": AGGREGATOR})
+    return CompactSchedule([gather(range(n), "host", nbytes, reduce=True),
+                            scatter("host", range(n), nbytes)],
+                           placement={"host": AGGREGATOR})
+
+
+def allreduce_schedule(n: int, count: int, itemsize: int, root: int = 0) -> Schedule:
+    return allreduce_pattern(n, count, itemsize).expand()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .context import Context
-from .schedule import Schedule, Transfer, chunk_nbytes
+from .schedule import CompactSchedule, Schedule, Transfer, chunk_nbytes, ring
 
 
 def reduce_scatter(x: np.ndarray, ctx: Context) -> None:
@@ -127,20 +127,32 @@ def reduce(x: np.ndarray, ctx: Context, root: int = 0) -> None:
 
 # ---- schedules -------------------------------------------------------------------------
 
+def reduce_scatter_pattern(n: int, count: int, itemsize: int, root: int = 0) -> CompactSchedule:
+    """Step s: rank r sends chunk (r-s-1) % n to r+1, which reduces it (the table above)."""
+    chunks = chunk_nbytes(count, n, itemsize)
+    return CompactSchedule([ring(range(n), chunks, n - 1, first=-1, reduce=True)])
+
+
+def allgather_pattern(n: int, count: int, itemsize: int, root: int = 0) -> CompactSchedule:
+    """Step s: rank r sends chunk (r-s) % n to r+1."""
+    chunks = chunk_nbytes(count, n, itemsize)
+    return CompactSchedule([ring(range(n), chunks, n - 1, first=0)])
+
+
+def allreduce_pattern(n: int, count: int, itemsize: int, root: int = 0) -> CompactSchedule:
+    return reduce_scatter_pattern(n, count, itemsize) + allgather_pattern(n, count, itemsize)
+
+
 def reduce_scatter_schedule(n: int, count: int, itemsize: int, root: int = 0) -> Schedule:
-    sizes = chunk_nbytes(count, n, itemsize)
-    return Schedule([[Transfer(r, (r + 1) % n, sizes[(r - s - 1) % n], reduce=True)
-                      for r in range(n)] for s in range(n - 1)])
+    return reduce_scatter_pattern(n, count, itemsize).expand()
 
 
 def allgather_schedule(n: int, count: int, itemsize: int, root: int = 0) -> Schedule:
-    sizes = chunk_nbytes(count, n, itemsize)
-    return Schedule([[Transfer(r, (r + 1) % n, sizes[(r - s) % n]) for r in range(n)]
-                     for s in range(n - 1)])
+    return allgather_pattern(n, count, itemsize).expand()
 
 
 def allreduce_schedule(n: int, count: int, itemsize: int, root: int = 0) -> Schedule:
-    return reduce_scatter_schedule(n, count, itemsize) + allgather_schedule(n, count, itemsize)
+    return allreduce_pattern(n, count, itemsize).expand()
 
 
 def broadcast_schedule(n: int, count: int, itemsize: int, root: int = 0) -> Schedule:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .context import Context
-from .schedule import Schedule, Transfer
+from .schedule import CompactSchedule, Schedule, gather, scatter
 
 
 def reduce(x: np.ndarray, ctx: Context, root: int = 0) -> None:
@@ -49,14 +49,25 @@ def allreduce(x: np.ndarray, ctx: Context) -> None:
     broadcast(x, ctx, root=0)
 
 
+def reduce_pattern(n: int, count: int, itemsize: int, root: int = 0) -> CompactSchedule:
+    return CompactSchedule([gather(range(n), root, count * itemsize, reduce=True)])
+
+
+def broadcast_pattern(n: int, count: int, itemsize: int, root: int = 0) -> CompactSchedule:
+    return CompactSchedule([scatter(root, range(n), count * itemsize)])
+
+
+def allreduce_pattern(n: int, count: int, itemsize: int, root: int = 0) -> CompactSchedule:
+    return reduce_pattern(n, count, itemsize) + broadcast_pattern(n, count, itemsize)
+
+
 def reduce_schedule(n: int, count: int, itemsize: int, root: int = 0) -> Schedule:
-    return Schedule([[Transfer(i, root, count * itemsize, reduce=True)
-                      for i in range(n) if i != root]])
+    return reduce_pattern(n, count, itemsize, root).expand()
 
 
 def broadcast_schedule(n: int, count: int, itemsize: int, root: int = 0) -> Schedule:
-    return Schedule([[Transfer(root, i, count * itemsize) for i in range(n) if i != root]])
+    return broadcast_pattern(n, count, itemsize, root).expand()
 
 
 def allreduce_schedule(n: int, count: int, itemsize: int, root: int = 0) -> Schedule:
-    return reduce_schedule(n, count, itemsize) + broadcast_schedule(n, count, itemsize)
+    return allreduce_pattern(n, count, itemsize).expand()

@@ -5,6 +5,24 @@ price it on any machine and tests can hold the real traffic to it (CountingTrans
 Endpoints are ranks, or names for places that are not ranks ("host": the host-memory
 aggregator of d2l's CPU strategy); `placement` says which rank a named endpoint lives on,
 and a transfer between an endpoint and the rank it lives on is a local copy, not traffic.
+`locations` says where a named endpoint sits on a machine, in topology.model.Topology.place's
+words (rank r's device, ("host", r): the host memory of rank r's node, ("spare", k): the
+host memory of the k-th node holding no rank), so a parameter server can name its shards
+("server", j) and put them on dedicated or colocated hosts.
+
+Two forms of the same thing. `Schedule` lists every Transfer of every step: what tests and
+the CountingTransport check hold the algorithms to. `CompactSchedule` says it in patterns,
+as the algorithms think of it, so that a 4096-rank ring (33M transfers) is two objects:
+
+    pattern    steps      transfers of step t
+    Ring       `steps`    in each group, member i -> member i+1: chunks[(i + first - t) % m]
+    Exchange   1          in each group (senders, receivers, nbytes), every sender -> every
+                          receiver but itself: nbytes[j] for the j-th receiver
+                          (by="receiver") or for the j-th sender (by="sender")
+
+`gather`, `scatter` and `exchange` build Exchanges (a gather is an exchange with one
+receiver). `expand()` turns a CompactSchedule into the Schedule with the very same
+transfers in the same order; topology/compact.py prices the patterns without expanding.
 """
 from __future__ import annotations
 
@@ -24,7 +42,8 @@ class Transfer:
 @dataclass
 class Schedule:
     steps: list[list[Transfer]]
-    placement: dict[str, int] = field(default_factory=dict)
+    placement: dict = field(default_factory=dict)     # named endpoint -> rank (accounting)
+    locations: dict = field(default_factory=dict)     # named endpoint -> where (topology)
 
     def _rank_of(self, endpoint) -> int:
         return self.placement.get(endpoint, endpoint)
@@ -43,8 +62,111 @@ class Schedule:
         return sum(t.nbytes for t in self._moves() if self._rank_of(t.dst) == rank)
 
     def __add__(self, other: "Schedule") -> "Schedule":
-        return Schedule(self.steps + other.steps, {**self.placement, **other.placement})
+        return Schedule(self.steps + other.steps, {**self.placement, **other.placement},
+                        {**self.locations, **other.locations})
 
 
 def chunk_nbytes(count: int, parts: int, itemsize: int) -> list[int]:
     return [(b - a) * itemsize for a, b in chunk_bounds(count, parts)]
+
+
+# ---- compact form -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Ring:
+    """`steps` steps around rings of equal length m, all in lockstep: at step t member i of
+    every group sends chunks[(i + first - t) % m] to member (i + 1) % m of its group.
+    A ring reduce-scatter is first=-1 with reduce, its all-gather first=0."""
+    groups: tuple[tuple, ...]
+    chunks: tuple[int, ...]
+    steps: int
+    first: int = 0
+    reduce: bool = False
+
+    def __post_init__(self):
+        if any(len(g) != len(self.chunks) for g in self.groups):
+            raise ValueError("Ring: every group needs one chunk size per member")
+        if self.steps < 0:
+            raise ValueError(f"Ring: steps must be >= 0, got {self.steps}")
+
+    @property
+    def step_count(self) -> int:
+        return self.steps
+
+    def expand(self):
+        m = len(self.chunks)
+        for t in range(self.steps):
+            yield [Transfer(g[i], g[(i + 1) % m], self.chunks[(i + self.first - t) % m],
+                            self.reduce) for g in self.groups for i in range(m)]
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One step in which, in every group (senders, receivers, nbytes), each sender sends to
+    each receiver other than itself: nbytes[j] bytes for the j-th receiver (by="receiver":
+    a direct reduce-scatter, a gather, a push to sharded servers) or for the j-th sender
+    (by="sender": a direct all-gather, a scatter, a pull). Groups run at once and may
+    share endpoints (every node's rank j pushing its chunk j to the same servers)."""
+    groups: tuple[tuple[tuple, tuple, tuple], ...]
+    by: str = "receiver"
+    reduce: bool = False
+
+    def __post_init__(self):
+        if self.by not in ("receiver", "sender"):
+            raise ValueError(f"Exchange: by must be 'receiver' or 'sender', got {self.by!r}")
+        side = 1 if self.by == "receiver" else 0
+        if any(len(g[side]) != len(g[2]) for g in self.groups):
+            raise ValueError(f"Exchange: every group needs one size per {self.by}")
+
+    @property
+    def step_count(self) -> int:
+        return 1
+
+    def expand(self):
+        by_receiver = self.by == "receiver"
+        step = []
+        for senders, receivers, nbytes in self.groups:
+            for i, s in enumerate(senders):
+                step += [Transfer(s, d, nbytes[j] if by_receiver else nbytes[i], self.reduce)
+                         for j, d in enumerate(receivers) if d != s]
+        yield step
+
+
+def ring(members, chunks, steps: int, first: int = 0, reduce: bool = False) -> Ring:
+    return Ring((tuple(members),), tuple(chunks), steps, first, reduce)
+
+
+def exchange(senders, receivers, nbytes, by: str = "receiver", reduce: bool = False) -> Exchange:
+    return Exchange(((tuple(senders), tuple(receivers), tuple(nbytes)),), by, reduce)
+
+
+def gather(senders, endpoint, nbytes: int, reduce: bool = False) -> Exchange:
+    """Every sender (but the endpoint itself) -> endpoint, nbytes each."""
+    return exchange(senders, (endpoint,), (nbytes,), "receiver", reduce)
+
+
+def scatter(endpoint, receivers, nbytes: int) -> Exchange:
+    """endpoint -> every receiver (but itself), nbytes each."""
+    return exchange((endpoint,), receivers, (nbytes,), "sender")
+
+
+@dataclass
+class CompactSchedule:
+    """A schedule as patterns (Ring, Exchange), each one or more steps, run one after
+    another; placement and locations as in Schedule."""
+    patterns: list
+    placement: dict = field(default_factory=dict)
+    locations: dict = field(default_factory=dict)
+
+    @property
+    def step_count(self) -> int:
+        return sum(p.step_count for p in self.patterns)
+
+    def expand(self) -> Schedule:
+        return Schedule([step for p in self.patterns for step in p.expand()],
+                        dict(self.placement), dict(self.locations))
+
+    def __add__(self, other: "CompactSchedule") -> "CompactSchedule":
+        return CompactSchedule(self.patterns + other.patterns,
+                               {**self.placement, **other.placement},
+                               {**self.locations, **other.locations})
