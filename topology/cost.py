@@ -3,8 +3,20 @@
     predict(preset("d2l-4gpu-pcie"), "root", 160_000_000)      -> 0.060 s
 
 Two evaluators: "closed-form" (alpha-beta-gamma with the busiest link per step) and
-"simulate" (max-min fair link sharing). Both read `ALGORITHMS.schedule(...)`, so a new
-algorithm is priced as soon as it is registered with a schedule.
+"simulate" (max-min fair link sharing). Both read the algorithm's own schedule, so a new
+algorithm is priced as soon as it is registered with one: its compact form
+(`allreduce_pattern`, collectives/schedule.py) where the module has it, which prices a
+4096-node cluster in milliseconds, else `allreduce_schedule`.
+
+The hook for strategies with settings (a parameter server's server count, ranks per node):
+
+    allreduce_pattern(n, count, itemsize, root=0, **variant) -> CompactSchedule
+    allreduce_variants(nodes, ranks_per_node) -> {label: variant}      (optional)
+
+`variants()` asks a module for the versions worth drawing on a cluster of `nodes` nodes
+with `ranks_per_node` ranks each (e.g. {"ps(1 server)": {"servers": 1}, "ps(n servers)":
+{"servers": nodes}}); labels stay the same from one node count to the next, values may
+follow it. A module without the hook is drawn once, as itself, with no variant.
 """
 from __future__ import annotations
 
@@ -16,8 +28,18 @@ from .simulate import simulate
 EVALUATORS = {"closed-form": closed_form, "simulate": simulate}
 
 
+def schedule_for(algorithm: str, ranks: int, count: int, itemsize: int, **variant):
+    """The algorithm's compact schedule where it has one, else its explicit one."""
+    pattern = getattr(ALGORITHMS[algorithm], "allreduce_pattern", None)
+    if pattern is not None:
+        return pattern(ranks, count, itemsize, **variant)
+    if variant:
+        raise TopologyError(f"{algorithm} has no allreduce_pattern to take {variant}")
+    return ALGORITHMS.schedule(algorithm, ranks, count, itemsize)
+
+
 def predict(topology: Topology, algorithm: str, nbytes: int, ranks: int | None = None,
-            evaluator: str = "closed-form", itemsize: int = 4) -> float:
+            evaluator: str = "closed-form", itemsize: int = 4, **variant) -> float:
     ranks = len(topology.ranks) if ranks is None else ranks
     if not 1 <= ranks <= len(topology.ranks):
         raise TopologyError(f"topology {topology.name!r} has {len(topology.ranks)} ranks; "
@@ -26,7 +48,7 @@ def predict(topology: Topology, algorithm: str, nbytes: int, ranks: int | None =
         raise TopologyError(f"size must be >= 0 bytes, got {nbytes}")
     if evaluator not in EVALUATORS:
         raise TopologyError(f"unknown evaluator {evaluator!r} (known: {', '.join(EVALUATORS)})")
-    schedule = ALGORITHMS.schedule(algorithm, ranks, nbytes // itemsize, itemsize)
+    schedule = schedule_for(algorithm, ranks, nbytes // itemsize, itemsize, **variant)
     return EVALUATORS[evaluator](topology, schedule, ranks)
 
 
@@ -35,3 +57,23 @@ def modelled_algorithms() -> list[str]:
     whichever of them the local model picks)."""
     return [name for name in ALGORITHMS
             if name != "auto" and hasattr(ALGORITHMS[name], "allreduce_schedule")]
+
+
+def scalable_algorithms() -> list[str]:
+    """Modelled algorithms with a compact schedule: the ones priced at cluster scale."""
+    return [name for name in modelled_algorithms()
+            if hasattr(ALGORITHMS[name], "allreduce_pattern")]
+
+
+def variants(algorithm: str, nodes: int, ranks_per_node: int) -> dict[str, dict]:
+    """{label: variant keywords} for drawing `algorithm` on nodes x ranks_per_node ranks."""
+    hook = getattr(ALGORITHMS[algorithm], "allreduce_variants", None)
+    return dict(hook(nodes, ranks_per_node)) if hook is not None else {algorithm: {}}
+
+
+def spare_nodes(schedule) -> int:
+    """How many nodes beyond the ranks' own the schedule's `locations` put servers on
+    (("spare", k) locations): the topology must have that many more."""
+    used = [where[1] for where in getattr(schedule, "locations", {}).values()
+            if isinstance(where, tuple) and len(where) == 2 and where[0] == "spare"]
+    return max(used) + 1 if used else 0

@@ -11,11 +11,16 @@ routed over the links, and the closed-form alpha-beta-gamma evaluator charges ea
 and sums the steps. So GPU0's incast (3 x 160 MB into one PCIe link) and the CPU's extra
 endpoint fall out of the schedule and the links, not out of a table of answers.
 simulate.py plays the same schedule with max-min fair sharing instead of the bound.
+A CompactSchedule (patterns instead of transfers) gets the same answer from compact.py,
+without listing its transfers, which is what makes 4096-node clusters quick to price.
+Where the links form a tree (tree.py), routes come from walking up to the common ancestor.
 """
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+
+from .tree import Tree
 
 
 class TopologyError(ValueError):
@@ -61,26 +66,74 @@ class Topology:
             self._adjacent[link.a].append((link.b, i))
             self._adjacent[link.b].append((link.a, i))
         self._routes: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        self._tree = self._nodes = self._rank_vertices = None
+
+    @property
+    def tree(self) -> Tree | None:
+        """The links as a tree (tree.py), or None where they have a cycle."""
+        if self._tree is None:
+            self._tree = Tree.of(list(self.endpoints) + list(self.switches), self.links) or False
+        return self._tree or None
 
     @property
     def nodes(self) -> int:
         return len({e["node"] for e in self.endpoints.values()})
 
-    def place(self, endpoint, ranks: int) -> str:
-        """Where a schedule endpoint lives: rank r -> ranks[r], "host" -> rank 0's host."""
-        if endpoint == "host":
-            node = self.endpoints[self.ranks[0]]["node"]
+    def place(self, endpoint, ranks: int, locations: dict | None = None) -> str:
+        """The endpoint a schedule endpoint lives on, when `ranks` ranks are modelled.
+
+        A schedule names ranks (int r: rank r's device) and places of its own; `locations`
+        (the schedule's) maps such a name to one of:
+            r              rank r's device
+            "host"         rank 0's host memory (d2l's CPU aggregator; the default for "host")
+            ("host", r)    the host memory of the node rank r lives on
+            ("node", j)    the host memory of the j-th node holding modelled ranks (server
+                           j beside the workers of node j)
+            ("spare", k)   the host memory of the k-th node that holds none of the modelled
+                           ranks (a dedicated server machine; model them on a topology with
+                           that many more nodes)
+        A location can also be used directly as a name ("host", ("host", 4)); `sites`
+        gives a schedule's locations with its placement filled in."""
+        where = endpoint
+        if locations and not isinstance(endpoint, int):
+            where = locations.get(endpoint, endpoint)
+        if isinstance(where, int):
+            if not 0 <= where < min(ranks, len(self.ranks)):
+                raise TopologyError(f"topology {self.name!r} has {len(self.ranks)} ranks; "
+                                    f"rank {where} does not exist")
+            return self.ranks[where]
+        if where == "host":
+            where = ("host", 0)
+        if isinstance(where, tuple) and len(where) == 2 and where[0] == "host":
+            node = self.endpoints[self.place(where[1], ranks)]["node"]
             if node not in self.hosts:
                 raise TopologyError(f"topology {self.name!r} has no host memory on node {node}")
             return self.hosts[node]
-        if not 0 <= endpoint < min(ranks, len(self.ranks)):
-            raise TopologyError(f"topology {self.name!r} has {len(self.ranks)} ranks; "
-                                f"rank {endpoint} does not exist")
-        return self.ranks[endpoint]
+        if isinstance(where, tuple) and len(where) == 2 and where[0] in ("node", "spare"):
+            used, spare = self.nodes_of(ranks)
+            nodes = used if where[0] == "node" else spare
+            if not 0 <= where[1] < len(nodes):
+                raise TopologyError(f"topology {self.name!r} has {len(used)} node(s) holding "
+                                    f"the {ranks} ranks modelled and {len(spare)} beyond them; "
+                                    f"{where[0]} {where[1]} does not exist")
+            return self.hosts[nodes[where[1]]]
+        raise TopologyError(f"schedule endpoint {endpoint!r} has no location (a rank, 'host', "
+                            f"('host', rank), ('node', j) or ('spare', k))")
+
+    def nodes_of(self, ranks: int) -> tuple[list[int], list[int]]:
+        """Nodes with host memory that hold some of the first `ranks` ranks, and those that
+        hold none (spare), each in order."""
+        if self._nodes is None or self._nodes[0] != ranks:
+            used = {self.endpoints[end]["node"] for end in self.ranks[:ranks]}
+            self._nodes = (ranks, sorted(n for n in self.hosts if n in used),
+                           sorted(n for n in self.hosts if n not in used))
+        return self._nodes[1], self._nodes[2]
 
     def route(self, src: str, dst: str) -> list[tuple[int, int]]:
         """Directed hops [(link index, direction)] of a fewest-hops, widest path src -> dst;
         direction 0 is a->b, 1 is b->a."""
+        if self.tree is not None:
+            return self.tree.route(src, dst)      # the one path; no search, no cache
         key = (src, dst)
         if key not in self._routes:
             self._routes[key] = self._search(src, dst)
@@ -114,11 +167,20 @@ class Topology:
         return path[::-1]
 
 
-def step_loads(topology: Topology, step, ranks: int):
+def sites(schedule) -> dict:
+    """Where a schedule's named endpoints sit: its `locations`, else the rank its
+    `placement` runs them on (a server colocated with rank r sits on rank r's device);
+    "host" stays host memory, which is what it names."""
+    where = {name: rank for name, rank in schedule.placement.items() if name != "host"}
+    where.update(schedule.locations)
+    return where
+
+
+def step_loads(topology: Topology, step, ranks: int, locations: dict | None = None):
     """Per transfer: (bytes, hops, latency, receiver endpoint, reduces) for one schedule step."""
     flows = []
     for t in step:
-        src, dst = topology.place(t.src, ranks), topology.place(t.dst, ranks)
+        src, dst = topology.place(t.src, ranks, locations), topology.place(t.dst, ranks, locations)
         if src == dst or t.nbytes == 0:
             continue                                   # a local copy, or nothing to move
         hops = topology.route(src, dst)
@@ -127,21 +189,28 @@ def step_loads(topology: Topology, step, ranks: int):
     return flows
 
 
+def step_time(topology: Topology, step, ranks: int, locations: dict | None = None) -> float:
+    """Seconds for one step of transfers: longest path latency + busiest link + reduction."""
+    flows = step_loads(topology, step, ranks, locations)
+    if not flows:
+        return 0.0
+    load: dict[tuple[int, int], float] = {}
+    reduced: dict[str, float] = {}
+    for nbytes, hops, _, dst, reduces in flows:
+        for hop in hops:
+            load[hop] = load.get(hop, 0.0) + nbytes
+        if reduces:
+            reduced[dst] = reduced.get(dst, 0.0) + nbytes
+    busiest = max(b / topology.links[i].bandwidth for (i, _), b in load.items())
+    return max(f[2] for f in flows) + busiest + topology.gamma * max(reduced.values(),
+                                                                      default=0.0)
+
+
 def closed_form(topology: Topology, schedule, ranks: int) -> float:
-    """Seconds for `schedule` on `topology`: per step latency + busiest link + reduction."""
-    total = 0.0
-    for step in schedule.steps:
-        flows = step_loads(topology, step, ranks)
-        if not flows:
-            continue
-        load: dict[tuple[int, int], float] = {}
-        reduced: dict[str, float] = {}
-        for nbytes, hops, _, dst, reduces in flows:
-            for hop in hops:
-                load[hop] = load.get(hop, 0.0) + nbytes
-            if reduces:
-                reduced[dst] = reduced.get(dst, 0.0) + nbytes
-        busiest = max(b / topology.links[i].bandwidth for (i, _), b in load.items())
-        total += max(f[2] for f in flows) + busiest + topology.gamma * max(reduced.values(),
-                                                                            default=0.0)
-    return total
+    """Seconds for `schedule` on `topology`: per step latency + busiest link + reduction.
+    A CompactSchedule is priced pattern by pattern (compact.py), to the same answer."""
+    if hasattr(schedule, "patterns"):
+        from .compact import closed_form_compact
+        return closed_form_compact(topology, schedule, ranks)
+    where = sites(schedule)
+    return sum(step_time(topology, step, ranks, where) for step in schedule.steps)

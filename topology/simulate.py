@@ -11,7 +11,7 @@ so uneven steps (one big transfer beside small ones) come out right as well.
 """
 from __future__ import annotations
 
-from .model import Topology, step_loads
+from .model import Topology, sites, step_loads
 
 
 def _rates(flows: list[dict], capacity: dict) -> None:
@@ -35,8 +35,8 @@ def _rates(flows: list[dict], capacity: dict) -> None:
                     remaining[hop] -= share
 
 
-def simulate_step(topology: Topology, step, ranks: int) -> float:
-    loads = step_loads(topology, step, ranks)
+def simulate_step(topology: Topology, step, ranks: int, locations: dict | None = None) -> float:
+    loads = step_loads(topology, step, ranks, locations)
     if not loads:
         return 0.0
     flows = [{"left": float(nbytes), "hops": hops, "start": latency, "dst": dst, "reduce": r,
@@ -71,5 +71,9 @@ def simulate_step(topology: Topology, step, ranks: int) -> float:
 
 
 def simulate(topology: Topology, schedule, ranks: int) -> float:
-    """Seconds for `schedule` on `topology`, with link sharing simulated step by step."""
-    return sum(simulate_step(topology, step, ranks) for step in schedule.steps)
+    """Seconds for `schedule` on `topology`, with link sharing simulated step by step
+    (a CompactSchedule is expanded first: the simulator needs every flow)."""
+    if hasattr(schedule, "expand"):
+        schedule = schedule.expand()
+    where = sites(schedule)
+    return sum(simulate_step(topology, step, ranks, where) for step in schedule.steps)
