@@ -1,6 +1,7 @@
 """python -m bench <allreduce|reduce_scatter|allgather|broadcast|d2l|scaling|suite> [options]
 
-Runs under mpiexec/mpirun; started without it, `--np N` starts N local ranks."""
+Runs under mpiexec/mpirun; started without it, `--np N` starts N local ranks. `model`,
+`calibrate` and `scaling --preset` are arithmetic and run without MPI."""
 from __future__ import annotations
 
 import sys
@@ -14,6 +15,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("model", "calibrate"):    # arithmetic only: no MPI, no ranks
         from . import model
         return {"model": model.run, "calibrate": model.calibrate}[args.command](args)
+    if args.command == "scaling" and args.preset:  # the model's scaling: no MPI either
+        from . import scaling_model
+        return scaling_model.run(args)
     if not launch.under_mpi():
         if args.np:
             launch.respawn(args.np, launch.strip_np(argv))

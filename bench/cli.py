@@ -9,9 +9,11 @@ import collectives as C
 
 from .definitions import DEFINITIONS
 from .launch import env_rank
-from .units import parse_size, size_range
+from .units import parse_counts, parse_size, size_range
 
 BASELINES = ("mpi", "gloo")
+MOST_NODES = 65536          # modelled clusters: beyond this the sweep stops being quick
+MOST_NODES_NOT_TREE = 8     # a topology with cycles is priced transfer by transfer
 
 
 class UsageError(Exception):
@@ -61,9 +63,19 @@ def build_parser() -> Parser:
     p = sub.add_parser("d2l", help="the d2l Parameter Servers table, measured here")
     p.add_argument("--size", type=_size, default=_size("160MB"))
     _common(p, iters=5, warmup=1)
-    p = sub.add_parser("scaling", help="sync time vs rank count (1..N ranks)")
+    p = sub.add_parser("scaling", help="sync time vs rank count (1..N ranks); with --preset, "
+                                       "modelled vs node count (no MPI needed)")
     p.add_argument("--size", type=_size, default=_size("16M"))
     p.add_argument("--max-ranks", type=int, help="largest rank count (default: all)")
+    p.add_argument("--preset", help="model this topology preset instead of measuring: sync "
+                   "time vs node count, every strategy, crossovers (see `python -m topology "
+                   "presets`)")
+    p.add_argument("--nodes", help="with --preset: node counts, e.g. 1-4096 (powers of two "
+                   "and the ends; default) or 1,3,17")
+    p.add_argument("--sizes", help="with --preset: several sizes instead of --size, "
+                   "comma-separated (1M,100M,1G)")
+    p.add_argument("--gpus-per-node", type=int, help="with --preset: GPUs per node where the "
+                   "preset lets it vary (ethernet-*, infiniband-*; default 1)")
     _common(p, iters=10, warmup=1)
     p = sub.add_parser("ddp", help="a DDP training step under ringps (each algorithm) and gloo")
     p.add_argument("--width", type=int, default=4096, help="hidden width (default 4096: ~21M "
@@ -106,6 +118,11 @@ def algorithms(args, collective: str) -> list[str]:
 def validate(args) -> None:
     if args.command == "model":
         return validate_model(args)
+    if args.command == "scaling" and args.preset is not None:
+        return validate_scaling_model(args)
+    if args.command == "scaling" and (args.nodes or args.sizes or args.gpus_per_node):
+        raise UsageError("--nodes, --sizes and --gpus-per-node model a preset: add --preset "
+                         "(without it, scaling measures the live ranks)")
     if args.command == "calibrate":
         from pathlib import Path
         if not Path(args.folder).is_dir():
@@ -157,6 +174,60 @@ def validate_model(args) -> None:
         args.topology_object = _load_topology(args)
     except TopologyError as exc:
         raise UsageError(str(exc)) from None
+
+
+def validate_scaling_model(args) -> None:
+    """`scaling --preset`: everything the model needs, read and checked up front."""
+    import inspect
+
+    from collectives.dtypes import DTYPES
+    from topology.cost import scalable_algorithms
+    from topology.model import TopologyError
+    from topology.presets import PRESETS, preset
+    if args.preset not in PRESETS:
+        raise UsageError(f"unknown preset {args.preset!r} (known: {', '.join(PRESETS)})")
+    if args.max_ranks is not None:
+        raise UsageError("--max-ranks counts live ranks; with --preset give --nodes")
+    if args.dtype not in DTYPES:
+        raise UsageError(f"unsupported dtype {args.dtype!r} (supported: {', '.join(DTYPES)})")
+    args.itemsize = DTYPES[args.dtype].itemsize
+    try:
+        args.node_counts = parse_counts(args.nodes or "1-4096", MOST_NODES)
+    except ValueError as exc:
+        raise UsageError(f"--nodes: {exc}") from None
+    try:
+        args.size_list = sorted({parse_size(x) for x in args.sizes.split(",")}) if args.sizes \
+            else [args.size]
+    except ValueError as exc:
+        raise UsageError(f"--sizes: {exc}") from None
+    if min(args.size_list) < args.itemsize:
+        raise UsageError(f"sizes must be at least one {args.dtype} element ({args.itemsize} "
+                         f"bytes), got {min(args.size_list)}")
+    varying = [name for name, build in PRESETS.items()
+               if "gpus_per_node" in inspect.signature(build).parameters]
+    if args.gpus_per_node is not None and args.preset not in varying:
+        raise UsageError(f"preset {args.preset!r} has a fixed number of GPUs per node; "
+                         f"--gpus-per-node is for {', '.join(varying)}")
+    if args.gpus_per_node is not None and args.gpus_per_node < 1:
+        raise UsageError(f"--gpus-per-node must be >= 1, got {args.gpus_per_node}")
+    try:
+        small = preset(args.preset, nodes=min(2, max(args.node_counts)),
+                       **({"gpus_per_node": args.gpus_per_node} if args.gpus_per_node else {}))
+    except TopologyError as exc:
+        raise UsageError(str(exc)) from None
+    if small.tree is None and max(args.node_counts) > MOST_NODES_NOT_TREE:
+        raise UsageError(f"preset {args.preset!r} has cycles (an NVLink mesh in each node), so "
+                         f"it is priced transfer by transfer: at most {MOST_NODES_NOT_TREE} "
+                         f"nodes; tree presets (d2l-4gpu-pcie, ethernet-*, infiniband-*) go "
+                         f"to {MOST_NODES}")
+    names = scalable_algorithms() if args.algo == "all" else \
+        [n for n in args.algo.split(",") if n]
+    unknown = [n for n in names if n not in C.ALGORITHMS or n == "auto"
+               or not hasattr(C.ALGORITHMS[n], "allreduce_pattern")]
+    if unknown or not names:
+        raise UsageError(f"cannot model {','.join(unknown) or args.algo!r} at scale (those "
+                         f"with a compact schedule: {', '.join(scalable_algorithms())}, all)")
+    args.algorithms = names
 
 
 def _load_topology(args):

@@ -1,19 +1,62 @@
 """PNG plots (matplotlib, Agg): busbw vs size per algorithm, the d2l-style bar chart, and
-sync time vs rank count. Plotting is optional (the `plot` extra): without matplotlib the
-results are still written and the caller is told which plots were skipped."""
+sync time vs rank count (measured) or node count (modelled). Plotting is optional (the
+`plot` extra): without matplotlib the results are still written and the caller is told
+which plots were skipped. `Painter` draws in a second process, for commands that are
+otherwise quicker than matplotlib's import."""
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from .units import format_size
 
 
 def available() -> bool:
-    try:
-        import matplotlib  # noqa: F401
-        return True
-    except ImportError:
-        return False
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+class Painter:
+    """Plots drawn by a second Python process that starts importing matplotlib as soon as
+    the Painter is made, so the caller computes meanwhile (on another core): for the
+    modelled scaling sweep, matplotlib's import is most of the wall time. draw() queues a
+    plot (a function of this module, JSON-able arguments), finish() draws them all and
+    returns their paths."""
+
+    def __init__(self):
+        here = str(Path(__file__).resolve().parents[1])
+        path = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+        self.jobs: list[dict] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from bench.plots import _serve; _serve()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONPATH": path})
+
+    def draw(self, function, *args) -> None:
+        self.jobs.append({"function": function.__name__, "args": [str(a) if isinstance(a, Path)
+                                                                   else a for a in args]})
+
+    def finish(self) -> list[str]:
+        out, err = self.process.communicate(json.dumps(self.jobs))
+        if self.process.returncode:
+            last = (err.strip().splitlines() or ["no message"])[-1]
+            raise RuntimeError(f"the plotting process failed: {last}")
+        return json.loads(out)
+
+    def cancel(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
+
+
+def _serve() -> None:
+    """The Painter's process: import matplotlib first, then draw what arrives on stdin."""
+    _pyplot()
+    jobs = json.loads(sys.stdin.read())
+    print(json.dumps([str(globals()[job["function"]](*job["args"])) for job in jobs]))
 
 
 def _pyplot():
@@ -107,6 +150,53 @@ def model_vs_measured(points: list[dict], path: Path, title: str) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def time_vs_nodes(series: list[dict], path: Path, title: str) -> Path:
+    """Modelled sync time against node count, log-log, one line per strategy and one panel
+    per message size. Points of zero time (one rank: nothing to sum) have no place on a
+    log scale and are left out."""
+    plt = _pyplot()
+    sizes = list(dict.fromkeys(s["bytes"] for s in series))
+    fig, axes = plt.subplots(1, len(sizes), figsize=(8 * len(sizes) ** 0.5 + 1, 5),
+                             squeeze=False)
+    for ax, nbytes in zip(axes[0], sizes):
+        for s in (s for s in series if s["bytes"] == nbytes):
+            points = [(n, t) for n, t in zip(s["nodes"], s["seconds"]) if t > 0]
+            ax.plot([n for n, _ in points], [t * 1e3 for _, t in points], marker="o",
+                    markersize=3, label=s["algo"])
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set(xlabel="nodes", ylabel="sync time (ms)", title=f"{format_size(nbytes)} allreduce")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.11, top=0.87, wspace=0.25)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def time_vs_size(series: list[dict], nodes: int, path: Path, title: str) -> Path:
+    """Modelled sync time against message size at one node count, log-log, one line per
+    strategy."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for algo in dict.fromkeys(s["algo"] for s in series):
+        points = sorted((s["bytes"], t) for s in series if s["algo"] == algo
+                        for n, t in zip(s["nodes"], s["seconds"]) if n == nodes and t > 0)
+        ax.plot([b for b, _ in points], [t * 1e3 for _, t in points], marker="o", label=algo)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set(xlabel="message size (bytes)", ylabel="sync time (ms)",
+           title=f"{nodes} nodes")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.11, top=0.87)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -1,6 +1,7 @@
 """Sizes and rates the way nccl-tests and OSU print them: sizes with K/M/G suffixes
 (powers of 1024, like nccl-tests' -b/-e; KiB/MiB/GiB say the same), KB/MB/GB in powers of
-1000 (d2l's "160 MB" is 160e6 bytes), bandwidths in GB/s with GB = 1e9."""
+1000 (d2l's "160 MB" is 160e6 bytes), bandwidths in GB/s with GB = 1e9; node-count ranges
+("1-4096": the powers of two between, and the ends)."""
 from __future__ import annotations
 
 import re
@@ -42,3 +43,22 @@ def size_range(begin: int, end: int, factor: int) -> list[int]:
 
 def gbps(nbytes: float, seconds: float) -> float:
     return nbytes / seconds / 1e9 if seconds > 0 else float("nan")
+
+
+def parse_counts(text: str, most: int) -> list[int]:
+    """Counts from "1-4096" (the powers of two in the range, and both ends), "12", or a
+    comma-separated list of either, sorted; each from 1 to `most`."""
+    counts = set()
+    for part in str(text).split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not match:
+            raise ValueError(f"cannot read {part.strip()!r} (examples: 1-4096, 16, 1,3,17)")
+        low = int(match.group(1))
+        high = int(match.group(2)) if match.group(2) else low
+        if low < 1 or high > most:
+            raise ValueError(f"{part.strip()!r}: counts go from 1 to {most}")
+        if low > high:
+            raise ValueError(f"{part.strip()!r}: range reversed")
+        counts |= {low, high} | {1 << k for k in range(high.bit_length())
+                                 if low <= 1 << k <= high}
+    return sorted(counts)
