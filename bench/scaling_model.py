@@ -16,7 +16,7 @@ import json
 import sys
 from dataclasses import dataclass
 
-from topology.cost import schedule_for, spare_nodes, variants
+from topology.cost import modelled_algorithms, schedule_for, spare_nodes, variants
 from topology.model import TopologyError, closed_form
 from topology.presets import preset
 
@@ -154,6 +154,10 @@ def run(args) -> int:
     painter = plots.Painter() if plots.available() else None    # loads matplotlib meanwhile
     model = ScalingModel(args.preset, args.gpus_per_node, args.itemsize)
     counts, sizes = args.node_counts, args.size_list
+    if args.algo == "all":
+        model.notes.update(f"{name} not drawn: it has no compact schedule (allreduce_pattern) "
+                           f"to price at this scale" for name in modelled_algorithms()
+                           if name not in args.algorithms)
     try:
         drawn = strategies(args.algorithms, max(counts), model.per_node)
         rows, series = sweep(model, drawn, counts, sizes)
