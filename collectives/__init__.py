@@ -11,10 +11,10 @@ from .api import (allgather, allreduce, broadcast, chunk, default_comm, init, ra
 from .dtypes import DTYPE_NAMES
 from .errors import InputError, MismatchError, PeerTimeout
 from .ops import OP_NAMES
-from .registry import ALGORITHMS, COLLECTIVES
+from .registry import ALGORITHMS, COLLECTIVES, NEED_SERVERS, flat_algorithms
 
 __all__ = ["ALGORITHMS", "COLLECTIVES", "Communicator", "DTYPE_NAMES", "InputError",
-           "MismatchError", "OP_NAMES", "PeerTimeout", "allgather", "allreduce", "broadcast",
+           "MismatchError", "NEED_SERVERS", "flat_algorithms", "OP_NAMES", "PeerTimeout", "allgather", "allreduce", "broadcast",
            "chunk", "default_comm", "init", "rank", "reduce", "reduce_scatter", "size"]
 
 

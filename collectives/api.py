@@ -20,10 +20,19 @@ _default = None
 def init(comm=None, **settings):
     """Set (and return) the default Communicator: an mpi4py communicator or a Communicator.
 
-    settings: ranks_per_node, servers, placement, timeout (see Communicator)."""
+    settings: ranks_per_node, servers, placement, timeout (see Communicator).
+    With servers=S (or RINGPS_SERVERS=S) S ranks become parameter-server shards: on them
+    this call serves until every worker has finished, then ends the process cleanly; on
+    the workers it returns the workers' Communicator, on which every algorithm runs and
+    through which `ps` and `hierarchical` reach the servers."""
     global _default
     from .comm import Communicator
-    _default = comm if isinstance(comm, Communicator) else Communicator(comm, **settings)
+    world = comm if isinstance(comm, Communicator) else Communicator(comm, **settings)
+    if world.server_ranks:
+        from ps import service            # the layer above, only when servers are asked for
+        _default = service.serve_or_attach(world)
+    else:
+        _default = world
     return _default
 
 
@@ -88,7 +97,8 @@ def _run(collective: str, buf, *, op, algorithm: str, comm, root: int, check, se
               algorithm=algorithm, root=root, segment_bytes=segment_bytes, error=error)
     elif error is not None:
         raise error
-    ctx = Context(comm.transport, comm.rank, comm.size, buffer.dtype, reduce_op, segment_bytes)
+    ctx = Context(comm.transport, comm.rank, comm.size, buffer.dtype, reduce_op, segment_bytes,
+                  comm)
     function = registry.function(algorithm)
     if collective in ("broadcast", "reduce"):
         function(buffer.array, ctx, root)

@@ -49,12 +49,12 @@ def _from_torch(t) -> tuple[np.ndarray, str]:
 _NUMPY_NAMES = {np.dtype(name): name for name in dtypes.DTYPE_NAMES if name != "bfloat16"}
 
 
-def _from_numpy(a: np.ndarray) -> tuple[np.ndarray, str]:
+def _from_numpy(a: np.ndarray, writable: bool = True) -> tuple[np.ndarray, str]:
     if not a.flags.c_contiguous:
         raise _reject(InputValueError, "non-contiguous buffer",
                       f"non-contiguous array (shape {a.shape}, strides {a.strides}); "
                       f"use np.ascontiguousarray first")
-    if not a.flags.writeable:
+    if writable and not a.flags.writeable:
         raise _reject(InputValueError, "read-only buffer",
                       "read-only array: collectives write their result in place")
     if not a.dtype.isnative:
@@ -68,10 +68,11 @@ def _from_numpy(a: np.ndarray) -> tuple[np.ndarray, str]:
     return a, name
 
 
-def as_buffer(obj) -> Buffer:
-    """Wrap `obj` (numpy array or CPU torch tensor) as a flat view; raise InputError if not fit."""
+def as_buffer(obj, writable: bool = True) -> Buffer:
+    """Wrap `obj` (numpy array or CPU torch tensor) as a flat view; raise InputError if not fit.
+    writable=False accepts read-only arrays (what is only sent, like a pushed gradient)."""
     if isinstance(obj, np.ndarray):
-        array, name = _from_numpy(obj)
+        array, name = _from_numpy(obj, writable)
     elif _is_torch_tensor(obj):
         array, name = _from_torch(obj)
     else:

@@ -1,6 +1,7 @@
 """Everything one collective call needs, handed to the algorithm: where bytes go (transport),
 who we are (rank, size), and how to reduce (dtype, op). Algorithms take `(x, ctx)` and never
-look further, which is what lets the same code run on any communicator or transport."""
+look further (the flat ones use the transport alone; `hierarchical` and `ps` reach the node
+groups and the parameter server through `ctx.comm`), which is what lets the same code run on any communicator or transport."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ class Context:
     dtype: DType
     op: ReduceOp | None = None
     segment_bytes: int = partition.DEFAULT_SEGMENT_BYTES
+    comm: object = None       # the Communicator, for strategies that need more than p2p
+                              # (its node groups, or the PS servers behind it)
 
     def combine(self, a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> None:
         ops.combine(self.op, self.dtype, a, b, out)

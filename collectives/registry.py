@@ -51,8 +51,19 @@ ALGORITHMS = Registry("allreduce", {
     "host": "collectives.host",
     "blocked": "collectives.blocked",
     "ring": "collectives.ring",
-    "auto": "topology.auto",        # the cost model's pick (topology/auto.py)
+    "ps": "ps.allreduce",                   # through the sharded parameter server (ps/)
+    "hierarchical": "ps.hierarchical",      # in-node reduce-scatter, PS across nodes
+    "auto": "topology.auto",                # the cost model's pick (topology/auto.py)
 })
+
+# Strategies that run only in a job with parameter-server ranks (servers=S): the others run
+# on any communicator.
+NEED_SERVERS = ("ps", "hierarchical")
+
+
+def flat_algorithms() -> list[str]:
+    """The allreduce algorithms that need no server ranks."""
+    return [name for name in ALGORITHMS if name not in NEED_SERVERS]
 
 COLLECTIVES: dict[str, Registry] = {
     "allreduce": ALGORITHMS,

@@ -1,7 +1,7 @@
 """Schedules (serially): the byte counts the d2l chapter's cost formulas rest on."""
 import pytest
 
-from collectives import ALGORITHMS, COLLECTIVES
+from collectives import ALGORITHMS, COLLECTIVES, NEED_SERVERS
 
 S = 160 * 10 ** 6      # d2l's 160 MB gradient, in float32
 
@@ -32,7 +32,7 @@ def test_every_schedule_puts_its_textbook_bytes_on_the_wire(n):
     count, itemsize = 1000 * n, 8
     size = count * itemsize
     for collective, registry in COLLECTIVES.items():
-        for name in registry:
+        for name in (n_ for n_ in registry if n_ not in NEED_SERVERS):   # those: test_ps_*
             schedule = registry.schedule(name, n, count, itemsize, root=n - 1)
             total = sum(schedule.bytes_sent(r) for r in range(n))
             assert total == WIRE[collective] * (n - 1) * size, (collective, name)

@@ -25,8 +25,10 @@ last_choice: dict = {}
 
 
 def candidates() -> list[str]:
+    """Every modelled algorithm that runs without server ranks (auto must work in any job)."""
+    from collectives.registry import NEED_SERVERS
     from .cost import modelled_algorithms
-    return modelled_algorithms()
+    return [name for name in modelled_algorithms() if name not in NEED_SERVERS]
 
 
 def choose(ranks: int, nbytes: int, parameters=None) -> tuple[str, str]:

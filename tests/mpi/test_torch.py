@@ -7,7 +7,7 @@ from reference import assert_close, expected, inputs, make_buffer, tolerance
 torch = pytest.importorskip("torch")
 
 
-@pytest.mark.parametrize("algorithm", list(C.ALGORITHMS))
+@pytest.mark.parametrize("algorithm", C.flat_algorithms())
 @pytest.mark.parametrize("dtype", C.DTYPE_NAMES)
 @pytest.mark.parametrize("op", ["sum", "max", "prod"])
 def test_tensor_in_place(comm, algorithm, dtype, op, seed):

@@ -1,0 +1,143 @@
+"""ps: allreduce through the parameter server's shards (BytePS's summation service).
+
+Every worker cuts its buffer into parts (about segment_bytes each, at least one per
+server); part p goes to server p mod k, which reduces the W copies as they arrive and sends
+the result back to each worker. No keys, no state: the server only sums.
+
+    step  transfers                                 bytes
+    0     worker i -> server (p mod k), part p       S from every worker, S/k into each server
+    1     server (p mod k) -> worker i, part p       S to every worker, W S/k out of each server
+
+    cost  max(S/B_worker, W S/(k B_server)) per direction: with k = W colocated servers this
+          is `blocked`; with one dedicated server it is `host` (d2l's CPU).
+
+A part's reply lands in the same memory it was sent from, so its receive is posted only
+once its send has completed (MPI forbids touching a buffer a send is still reading).
+`hierarchical` (ps/hierarchical.py) runs the same exchange on one chunk per local rank.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from mpi4py import MPI
+
+from collectives import ops, partition
+from collectives.context import Context
+from collectives.schedule import Schedule, Transfer, chunk_nbytes
+
+from . import protocol, service
+from .protocol import DATA, REQUEST, PSError, reply_tags
+
+MAX_PARTS_PER_SERVER = 64
+
+
+def allreduce(x: np.ndarray, ctx: Context) -> None:
+    kv = service.current()
+    group = _group_of(ctx.comm, kv)
+    _through_servers(kv, x, ctx, (group, "ps"), ctx.comm.size, _sum_op(ctx))
+    ctx.finalize(x)
+
+
+def _sum_op(ctx: Context):
+    """avg is a sum everywhere but at the very end (divided by all W workers)."""
+    return ops.OPS["sum"] if ctx.op.average else ctx.op
+
+
+def _group_of(comm, kv) -> str:
+    """Who takes part (world ranks), so calls on different communicators never mix."""
+    cached = getattr(comm, "_ps_group", None)
+    if cached is None:
+        world = MPI.Group.Translate_ranks(comm.mpi.Get_group(), list(range(comm.size)),
+                                          kv.mpi.Get_group())
+        cached = comm._ps_group = ",".join(map(str, world))
+        comm._ps_seq = 0
+    return cached
+
+
+def _next_seq(comm) -> int:
+    comm._ps_seq += 1
+    return comm._ps_seq
+
+
+def _through_servers(kv, x: np.ndarray, ctx: Context, group, expected: int, op) -> None:
+    """Send every part of x to its server; each reply (the reduction over `expected`
+    contributors of that part) lands back in x."""
+    seq = _next_seq(ctx.comm)
+    k = kv.servers
+    nbytes = x.nbytes
+    parts = max(k, min(-(-nbytes // max(1, ctx.segment_bytes)), MAX_PARTS_PER_SERVER * k))
+    bounds = [(a, b) for a, b in partition.chunk_bounds(len(x), parts) if b > a]
+    pending = []
+    for p, (a, b) in enumerate(bounds):
+        server = p % k
+        dest = kv.server_ranks[server]
+        rid = kv._next_rid()
+        header = {"op": "allreduce", "rid": rid, "group": group, "seq": seq, "part": p,
+                  "expected": expected, "dtype": ctx.dtype.name, "reduce": op.name,
+                  "payload": [(b - a) * ctx.dtype.itemsize], "expects_payload": True}
+        data = x[a:b].view(np.uint8)
+        sent = [kv.mpi.isend(header, dest, REQUEST), kv.mpi.Isend([data, MPI.BYTE], dest, DATA)]
+        header_tag, data_tag = reply_tags(rid)
+        pending.append({"sent": sent, "reply": kv.mpi.irecv(source=dest, tag=header_tag),
+                        "data": data, "dest": dest, "tag": data_tag, "recv": None,
+                        "server": server})
+    _drain(kv, pending)
+
+
+def _drain(kv, pending: list[dict]) -> None:
+    idler = protocol.Idler()
+    deadline = time.monotonic() + kv.timeout
+    answers = []
+    while pending:
+        progressed = False
+        still = []
+        for part in pending:
+            if part["recv"] is None:
+                if not MPI.Request.Testall(part["sent"]):
+                    still.append(part)
+                    continue
+                part["recv"] = kv.mpi.Irecv([part["data"], MPI.BYTE], part["dest"], part["tag"])
+                progressed = True
+            if "answer" not in part:
+                done, answer = part["reply"].test()
+                if done:
+                    part["answer"] = answer
+            if "answer" in part and part["recv"].Test():
+                answers.append((part["server"], part["answer"]))
+                progressed = True
+            else:
+                still.append(part)
+        pending = still
+        if progressed:
+            idler.reset()
+        elif time.monotonic() > deadline:
+            servers = sorted({p["server"] for p in pending})
+            raise protocol.PSTimeout(f"ringps: worker {kv.rank} timed out after "
+                                     f"{kv.timeout:g} s in an allreduce through the PS, "
+                                     f"waiting for server(s) {servers}")
+        else:
+            idler.idle()
+    problems = [f"server {s}: {a['error']}" for s, a in answers if not a["ok"]]
+    if problems:
+        raise PSError(f"ringps: worker {kv.rank}: allreduce through the PS failed: "
+                      + "; ".join(sorted(set(problems))))
+
+
+# -- schedules ----------------------------------------------------------------------------------
+def server_endpoint(j: int) -> str:
+    return f"server{j}"
+
+
+def allreduce_schedule(n: int, count: int, itemsize: int, root: int = 0,
+                       servers: int | None = None, placement: str = "dedicated") -> Schedule:
+    """servers: k shards (default n); placement "dedicated" (extra endpoints, the host memory
+    of the nodes) or "colocated" (server j lives on rank j)."""
+    k = n if servers is None else servers
+    parts = chunk_nbytes(count, k, itemsize)
+    push = [Transfer(i, server_endpoint(j), parts[j], reduce=True)
+            for i in range(n) for j in range(k) if parts[j]]
+    pull = [Transfer(server_endpoint(j), i, parts[j]) for i in range(n) for j in range(k)
+            if parts[j]]
+    where = {server_endpoint(j): j for j in range(k)} if placement == "colocated" else {}
+    return Schedule([push, pull], where)

@@ -1,0 +1,90 @@
+"""hierarchical: reduce inside each node, go through the sharded PS across nodes, then
+share the result inside each node; only one copy of each byte per node crosses the network.
+
+With N nodes of L local ranks (the workers' Communicator knows them: `comm.node`):
+
+    step  transfers                                          where        bytes per rank
+    0     ring reduce-scatter among the L local ranks         in-node      (L-1)/L S
+    1     local rank j pushes its reduced chunk j to the PS    cross-node   S/L, over k servers
+    2     the PS returns the sum of the N nodes' chunks j      cross-node   S/L
+    3     ring all-gather among the L local ranks             in-node      (L-1)/L S
+
+Every local rank talks to the servers (not only the leader), so all NICs and all server
+shards work at once. With nodes of unequal size the chunks would not line up, so then each
+node reduces to its leader (ring chain), the leaders go through the PS with the whole
+buffer, and each leader broadcasts inside its node (ring chain).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from collectives import ring
+from collectives.context import Context
+from collectives.partition import chunk_bounds
+from collectives.schedule import Schedule, Transfer, chunk_nbytes
+
+from . import service
+from .allreduce import _group_of, _next_seq, _sum_op, _through_servers, server_endpoint
+
+
+def _uniform(comm) -> bool:
+    sizes: dict[int, int] = {}
+    for node in comm.node_of_rank:
+        sizes[node] = sizes.get(node, 0) + 1
+    return len(set(sizes.values())) == 1
+
+
+def allreduce(x: np.ndarray, ctx: Context) -> None:
+    kv = service.current()
+    comm, node = ctx.comm, ctx.comm.node
+    op = _sum_op(ctx)
+    inner = Context(node.transport, node.rank, node.size, ctx.dtype, op, ctx.segment_bytes, node)
+    outer = Context(ctx.transport, ctx.rank, ctx.size, ctx.dtype, op, ctx.segment_bytes, comm)
+    group = _group_of(comm, kv)
+    if _uniform(comm):
+        ring.reduce_scatter(x, inner)
+        a, b = inner.chunks(len(x))[node.rank]
+        _through_servers(kv, x[a:b], outer, (group, "hierarchical", node.rank),
+                         comm.num_nodes, op)
+        ring.allgather(x, inner)
+    else:
+        ring.reduce(x, inner, 0)
+        if node.rank == 0:
+            _through_servers(kv, x, outer, (group, "hierarchical-leaders"), comm.num_nodes, op)
+        else:
+            _next_seq(comm)                  # stay in step with the leaders' call count
+        ring.broadcast(x, inner, 0)
+    ctx.finalize(x)
+
+
+def _in_every_node(schedule: Schedule, nodes: int, local: int) -> list[list[Transfer]]:
+    """One node's schedule, run by every node at once (rank r of node m is m L + r)."""
+    return [[Transfer(m * local + t.src, m * local + t.dst, t.nbytes, t.reduce)
+             for m in range(nodes) for t in step] for step in schedule.steps]
+
+
+def allreduce_schedule(n: int, count: int, itemsize: int, root: int = 0,
+                       ranks_per_node: int | None = None, servers: int | None = None,
+                       placement: str = "dedicated") -> Schedule:
+    """ranks_per_node L (default: all n on one node) must divide n; servers k (default:
+    one per node); placement as for `ps`."""
+    local = n if ranks_per_node is None else ranks_per_node
+    if local < 1 or n % local:
+        raise ValueError(f"hierarchical schedule: ranks_per_node={ranks_per_node} must divide "
+                         f"{n} ranks")
+    nodes = n // local
+    k = nodes if servers is None else servers
+    push, pull = [], []
+    for j, (a, b) in enumerate(chunk_bounds(count, local)):
+        for part, nbytes in enumerate(chunk_nbytes(b - a, k, itemsize)):
+            if not nbytes:
+                continue
+            for m in range(nodes):
+                push.append(Transfer(m * local + j, server_endpoint(part), nbytes, reduce=True))
+                pull.append(Transfer(server_endpoint(part), m * local + j, nbytes))
+    where = {server_endpoint(j): j * local for j in range(k)} if placement == "colocated" else {}
+    return Schedule(_in_every_node(ring.reduce_scatter_schedule(local, count, itemsize),
+                                   nodes, local)
+                    + [push, pull]
+                    + _in_every_node(ring.allgather_schedule(local, count, itemsize),
+                                     nodes, local), where)
