@@ -26,7 +26,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import collectives as C
     from . import jobs
-    comm = C.init(ranks_per_node=args.ranks_per_node)
+    # With --servers, the server ranks serve inside init and leave when the workers are done;
+    # the workers get their own Communicator and measure on it.
+    comm = C.init(ranks_per_node=args.ranks_per_node, servers=getattr(args, "servers", None),
+                  placement=getattr(args, "placement", "dedicated"))
     if args.np and args.np != comm.size and comm.rank == 0:
         print(f"bench: note: --np {args.np} ignored: already running under MPI with "
               f"{comm.size} ranks", file=sys.stderr)

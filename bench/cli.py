@@ -48,6 +48,11 @@ def _common(p: argparse.ArgumentParser, **defaults) -> None:
                    help="time ringps with its cross-rank metadata check on (default off)")
     p.add_argument("--no-gloo", action="store_true", help="skip the torch gloo baseline")
     p.add_argument("--ranks-per-node", type=int, help="pretend nodes of this many ranks")
+    p.add_argument("--servers", type=int, help="turn this many ranks into parameter-server "
+                   "shards (for --algo ps,hierarchical); the rest are the workers measured")
+    p.add_argument("--placement", default="dedicated", choices=("dedicated", "per-node"),
+                   help="server ranks: the last ones (dedicated) or the last local rank of "
+                   "the last nodes (per-node)")
 
 
 def build_parser() -> Parser:
@@ -107,10 +112,15 @@ def build_parser() -> Parser:
     return parser
 
 
+def servers_requested(args) -> int:
+    import os
+    return getattr(args, "servers", None) or int(os.environ.get("RINGPS_SERVERS") or 0)
+
+
 def algorithms(args, collective: str) -> list[str]:
     registry = C.COLLECTIVES[collective]
     if args.algo == "all":
-        return list(registry)
+        return [n for n in registry if servers_requested(args) or n not in C.NEED_SERVERS]
     names = [n for n in args.algo.split(",") if n and n not in BASELINES]
     return names
 
@@ -135,6 +145,13 @@ def validate(args) -> None:
         if unknown or not args.algo.strip(","):
             raise UsageError(f"unknown {collective} algorithm {','.join(unknown) or args.algo!r} "
                              f"(known: {', '.join(registry)}, all)")
+        needy = [n for n in args.algo.split(",") if n in C.NEED_SERVERS]
+        if needy and not servers_requested(args):
+            raise UsageError(f"{','.join(needy)} run through parameter-server ranks: add "
+                             f"--servers S (and start W+S ranks)")
+    servers = getattr(args, "servers", None)
+    if servers is not None and servers < 1:
+        raise UsageError(f"--servers must be >= 1, got {servers}")
     if args.dtype not in C.DTYPE_NAMES:
         raise UsageError(f"unsupported dtype {args.dtype!r} (supported: {', '.join(C.DTYPE_NAMES)})")
     if args.dtype == "bfloat16":

@@ -97,7 +97,7 @@ class ConsistentHashSlicer(Slicer):
 
     name = "hash"
 
-    def __init__(self, servers: int, vnodes: int = 128, load_bound: float | None = 0.05):
+    def __init__(self, servers: int, vnodes: int = 64, load_bound: float | None = 0.08):
         super().__init__(servers)
         if vnodes < 1:
             raise ValueError(f"ringps: vnodes must be >= 1, got {vnodes}")
