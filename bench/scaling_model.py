@@ -57,6 +57,21 @@ class ScalingModel:
             self._topologies[nodes] = preset(self.preset_name, nodes=nodes, **self.settings)
         return self._topologies[nodes]
 
+    def reserve(self, drawn: list["Strategy"], nodes: int, nbytes: int) -> None:
+        """Build the topology once, big enough for every strategy at `nodes` nodes with the
+        spare nodes its servers ask for (a bigger one later would be built anew)."""
+        spare = 0
+        for strategy in drawn:
+            settings = self.variant(strategy, nodes)
+            if settings is not None:
+                try:
+                    spare = max(spare, spare_nodes(schedule_for(
+                        strategy.algorithm, nodes * self.per_node, nbytes // self.itemsize,
+                        self.itemsize, **settings)))
+                except (TopologyError, ValueError):
+                    pass                    # said when the point itself is computed
+        self.topology(nodes + spare)
+
     def variant(self, strategy: Strategy, nodes: int) -> dict | None:
         return variants(strategy.algorithm, nodes, self.per_node).get(strategy.label)
 
@@ -95,6 +110,7 @@ def strategies(algorithms: list[str], nodes: int, per_node: int) -> list[Strateg
 def sweep(model: ScalingModel, drawn: list[Strategy], counts: list[int], sizes: list[int]):
     """Rows (one per point) and series (one per strategy and size), largest clusters first
     so the biggest topology is built once."""
+    model.reserve(drawn, max(counts), max(sizes))
     for nodes in sorted(counts, reverse=True):
         for nbytes in sizes:
             for strategy in drawn:

@@ -92,7 +92,7 @@ def _exchange(topology: Topology, pattern: Exchange, ranks: int, locations: dict
     tree = topology.tree
     if tree is None:
         return _expanded(topology, pattern, ranks, locations)
-    t = tree.as_arrays([link.bandwidth for link in topology.links])
+    t = tree.as_arrays(topology.links)
     by_receiver = pattern.by == "receiver"
     groups = len(pattern.groups)
     senders, receivers, sizes = (_joined([g[k] for g in pattern.groups]) for k in range(3))
@@ -188,7 +188,7 @@ def _ring_paths(topology: Topology, pattern: Ring, ranks: int, locations: dict):
     position = np.tile(np.arange(m), len(pattern.groups))
     following = np.arange(len(names)) - position + (position + 1) % m
     if topology.tree is not None:
-        t = topology.tree.as_arrays([link.bandwidth for link in topology.links])
+        t = topology.tree.as_arrays(topology.links)
         where = _vertices(topology, names, ranks, locations)
         src, dst = where, where[following]
         moving = src != dst

@@ -48,9 +48,9 @@ class Tree:
         self.connected = all(seen)
         self.arrays = None
 
-    def as_arrays(self, bandwidths: list[float]) -> "TreeArrays":
+    def as_arrays(self, links) -> "TreeArrays":
         if self.arrays is None:
-            self.arrays = TreeArrays(self, bandwidths)
+            self.arrays = TreeArrays(self, [link.bandwidth for link in links])
         return self.arrays
 
     @classmethod
