@@ -79,6 +79,7 @@ def _through_servers(kv, x: np.ndarray, ctx: Context, group, expected: int, op) 
         data = x[a:b].view(np.uint8)
         sent = [kv.mpi.isend(header, dest, REQUEST), kv.mpi.Isend([data, MPI.BYTE], dest, DATA)]
         header_tag, data_tag = reply_tags(rid)
+        kv.count(server, sent=data.nbytes, received=data.nbytes)
         pending.append({"sent": sent, "reply": kv.mpi.irecv(source=dest, tag=header_tag),
                         "data": data, "dest": dest, "tag": data_tag, "recv": None,
                         "server": server})

@@ -339,10 +339,13 @@ class KVStore:
         requests.append(self.mpi.irecv(source=dest, tag=header_tag))
         if out is not None:
             requests.append(self.mpi.Irecv([_bytes(out), MPI.BYTE], dest, data_tag))
-        stats = self._stats
-        stats["requests"][server] += 1
-        stats["bytes_sent"][server] += sum(p.nbytes for p in payloads)
-        stats["bytes_received"][server] += 0 if out is None else out.nbytes
+        self.count(server, sum(p.nbytes for p in payloads), 0 if out is None else out.nbytes)
+
+    def count(self, server: int, sent: int, received: int) -> None:
+        """One request's traffic, for stats()."""
+        self._stats["requests"][server] += 1
+        self._stats["bytes_sent"][server] += sent
+        self._stats["bytes_received"][server] += received
 
     def _next_rid(self) -> int:
         if len(self._pending) >= protocol.SLOTS // 2:

@@ -359,3 +359,28 @@ def test_allreduce_through_the_ps(algorithm, rpn, seed):
                     assert_close(buf, expected(values, op), tolerance(values, op, dtype),
                                  f"worker {kv.rank}: {algorithm} {op} {dtype} count={count}")
     run_ps(body, ranks_per_node=rpn)
+
+
+@pytest.mark.parametrize("algorithm", ["ps", "hierarchical"])
+def test_allreduce_traffic_to_the_servers_matches_the_schedule(algorithm):
+    """What each worker really sent to and got from the shards (kv.stats) equals what the
+    strategy's schedule, which the cost model prices, says it moves."""
+    rpn = 2 if W % 2 == 0 else 1
+
+    def body(kv):
+        count = 10_007
+        before = kv.stats()
+        C.allreduce(np.ones(count, np.float64), algorithm=algorithm, comm=kv.comm)
+        after = kv.stats()
+        sent = sum(a["bytes_sent"] - b["bytes_sent"] for a, b in zip(after, before))
+        got = sum(a["bytes_received"] - b["bytes_received"] for a, b in zip(after, before))
+        options = {"servers": kv.servers}
+        if algorithm == "hierarchical":
+            options["ranks_per_node"] = rpn
+        schedule = C.ALGORITHMS[algorithm].allreduce_schedule(kv.size, count, 8, **options)
+        to_servers = sum(t.nbytes for step in schedule.steps for t in step
+                         if t.src == kv.rank and isinstance(t.dst, str))
+        from_servers = sum(t.nbytes for step in schedule.steps for t in step
+                           if t.dst == kv.rank and isinstance(t.src, str))
+        assert (sent, got) == (to_servers, from_servers)
+    run_ps(body, ranks_per_node=rpn)
