@@ -112,7 +112,7 @@ def _exchange(topology: Topology, pattern: Exchange, ranks: int, locations: dict
     keys, (n_send, sent, n_recv, taken) = _segments(group * t.size + vertex, *columns)
     g, v = keys // t.size, keys % t.size
     totals = [np.bincount(g, weights=c, minlength=groups) for c in (n_send, sent, n_recv, taken)]
-    all_send, all_sent, all_recv, all_taken = (x[g] for x in totals)
+    all_send, all_sent = totals[0][g], totals[1][g]
     reduced = 0.0
     if pattern.reduce:                       # from every sender not on this endpoint
         into = taken * (all_send - n_send) if by_receiver else n_recv * (all_sent - sent)
