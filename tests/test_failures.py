@@ -32,3 +32,12 @@ def test_dead_peer_ends_the_job():
     rc, out = run(3, ["tests/scenarios/dead_peer.py"], timeout=120)
     assert rc is not None, f"job hung after a rank died:\n{out}"
     assert rc != 0 and "finished although rank 1 is dead" not in out, out
+
+
+def test_server_ranks_serve_inside_init_and_the_workers_release_them():
+    for how, env in (("2", {}), ("env", {"RINGPS_SERVERS": "2"})):
+        rc, out = run(5, ["tests/scenarios/ps_roles.py", how], timeout=150, env=env)
+        assert rc == 0, out
+        assert "SERVER RAN ON" not in out, out
+        for worker in range(3):
+            assert f"worker {worker} of 3 (world rank {worker}) ok" in out, out

@@ -384,3 +384,20 @@ def test_allreduce_traffic_to_the_servers_matches_the_schedule(algorithm):
                            if t.dst == kv.rank and isinstance(t.src, str))
         assert (sent, got) == (to_servers, from_servers)
     run_ps(body, ranks_per_node=rpn)
+
+
+def test_torch_tensors_are_values_too():
+    torch = pytest.importorskip("torch")
+
+    def body(kv):
+        w = torch.zeros(50, 3)
+        e = torch.zeros(20, 2, dtype=torch.bfloat16)
+        kv.init({"w": w, "e": e})
+        kv.wait(kv.push_pull("w", torch.full((50, 3), kv.rank + 1.0), w))
+        assert torch.equal(w, torch.full((50, 3), kv.size * (kv.size + 1) / 2))
+        kv.wait(kv.push_rows("e", torch.tensor([1, 4]), torch.ones(2, 2, dtype=torch.bfloat16)))
+        rows = kv.wait(kv.pull_rows("e", [4, 1, 0]))
+        assert rows.dtype == torch.bfloat16 and rows.shape == (3, 2)
+        assert torch.equal(rows.float(), torch.tensor([[kv.size] * 2, [kv.size] * 2, [0, 0]],
+                                                      dtype=torch.float32))
+    run_ps(body)
