@@ -20,20 +20,20 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from mpi4py import MPI
 
 from collectives import ops, partition
 from collectives.context import Context
-from collectives.schedule import Schedule, Transfer, chunk_nbytes
+from collectives.schedule import CompactSchedule, Schedule, chunk_nbytes, exchange
 
-from . import protocol, service
+from . import protocol
 from .protocol import DATA, REQUEST, PSError, reply_tags
 
 MAX_PARTS_PER_SERVER = 64
 
 
 def allreduce(x: np.ndarray, ctx: Context) -> None:
-    kv = service.current()
+    from .service import current           # (mpi4py only when run, never to price a schedule)
+    kv = current()
     group = _group_of(ctx.comm, kv)
     _through_servers(kv, x, ctx, (group, "ps"), ctx.comm.size, _sum_op(ctx))
     ctx.finalize(x)
@@ -48,6 +48,7 @@ def _group_of(comm, kv) -> str:
     """Who takes part (world ranks), so calls on different communicators never mix."""
     cached = getattr(comm, "_ps_group", None)
     if cached is None:
+        from mpi4py import MPI
         world = MPI.Group.Translate_ranks(comm.mpi.Get_group(), list(range(comm.size)),
                                           kv.mpi.Get_group())
         cached = comm._ps_group = ",".join(map(str, world))
@@ -63,6 +64,7 @@ def _next_seq(comm) -> int:
 def _through_servers(kv, x: np.ndarray, ctx: Context, group, expected: int, op) -> None:
     """Send every part of x to its server; each reply (the reduction over `expected`
     contributors of that part) lands back in x."""
+    from mpi4py import MPI
     seq = _next_seq(ctx.comm)
     k = kv.servers
     nbytes = x.nbytes
@@ -87,6 +89,7 @@ def _through_servers(kv, x: np.ndarray, ctx: Context, group, expected: int, op) 
 
 
 def _drain(kv, pending: list[dict]) -> None:
+    from mpi4py import MPI
     idler = protocol.Idler()
     deadline = time.monotonic() + kv.timeout
     answers = []
@@ -126,19 +129,52 @@ def _drain(kv, pending: list[dict]) -> None:
 
 
 # -- schedules ----------------------------------------------------------------------------------
-def server_endpoint(j: int) -> str:
-    return f"server{j}"
+PLACEMENTS = ("dedicated", "per-node", "colocated")
 
 
-def allreduce_schedule(n: int, count: int, itemsize: int, root: int = 0,
-                       servers: int | None = None, placement: str = "dedicated") -> Schedule:
-    """servers: k shards (default n); placement "dedicated" (extra endpoints, the host memory
-    of the nodes) or "colocated" (server j lives on rank j)."""
+def server_endpoint(j: int) -> tuple[str, int]:
+    return ("server", j)
+
+
+def servers_at(k: int, placement: str) -> tuple[list, dict, dict]:
+    """Server endpoints, their accounting ranks and their places on a machine:
+    dedicated: shard j on the j-th spare node (a machine of its own, as the last S ranks
+    of a job are on a cluster); per-node: on the host of the j-th node (the last local
+    rank of a node, serving beside that node's workers); colocated: on rank j itself
+    (d2l's reading: `blocked` is a PS with n colocated servers)."""
+    if placement not in PLACEMENTS:
+        raise ValueError(f"unknown server placement {placement!r} (known: {', '.join(PLACEMENTS)})")
+    names = [server_endpoint(j) for j in range(k)]
+    if placement == "colocated":
+        return names, {name: j for j, name in enumerate(names)}, {}
+    where = "spare" if placement == "dedicated" else "node"
+    return names, {}, {name: (where, j) for j, name in enumerate(names)}
+
+
+def allreduce_pattern(n: int, count: int, itemsize: int, root: int = 0,
+                      servers: int | None = None, placement: str = "colocated"
+                      ) -> CompactSchedule:
+    """servers: k shards (default n); placement as in servers_at. The default, n shards
+    colocated with the workers, fits every topology (and prices like `blocked`); the
+    variants below put them on machines of their own."""
     k = n if servers is None else servers
+    names, ranks, locations = servers_at(k, placement)
     parts = chunk_nbytes(count, k, itemsize)
-    push = [Transfer(i, server_endpoint(j), parts[j], reduce=True)
-            for i in range(n) for j in range(k) if parts[j]]
-    pull = [Transfer(server_endpoint(j), i, parts[j]) for i in range(n) for j in range(k)
-            if parts[j]]
-    where = {server_endpoint(j): j for j in range(k)} if placement == "colocated" else {}
-    return Schedule([push, pull], where)
+    used = [j for j in range(k) if parts[j]]
+    names, parts = [names[j] for j in used], [parts[j] for j in used]
+    return CompactSchedule([exchange(range(n), names, parts, "receiver", reduce=True),
+                            exchange(names, range(n), parts, "sender")], ranks, locations)
+
+
+def allreduce_schedule(n: int, count: int, itemsize: int, root: int = 0, **variant) -> Schedule:
+    return allreduce_pattern(n, count, itemsize, root, **variant).expand()
+
+
+def allreduce_variants(nodes: int, ranks_per_node: int) -> dict[str, dict]:
+    """What bench scaling --preset draws: PS with 1, 4 and n dedicated servers, and n
+    servers sharing the workers' nodes."""
+    dedicated = {"placement": "dedicated"}
+    return {"ps(1 server)": {"servers": 1, **dedicated},
+            "ps(4 servers)": {"servers": 4, **dedicated},
+            "ps(n servers)": {"servers": nodes, **dedicated},
+            "ps(n per-node)": {"servers": nodes, "placement": "per-node"}}

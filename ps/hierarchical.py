@@ -21,10 +21,9 @@ import numpy as np
 from collectives import ring
 from collectives.context import Context
 from collectives.partition import chunk_bounds
-from collectives.schedule import Schedule, Transfer, chunk_nbytes
+from collectives.schedule import CompactSchedule, Exchange, Ring, Schedule, chunk_nbytes
 
-from . import service
-from .allreduce import _group_of, _next_seq, _sum_op, _through_servers, server_endpoint
+from .allreduce import _group_of, _next_seq, _sum_op, _through_servers, servers_at
 
 
 def _uniform(comm) -> bool:
@@ -35,7 +34,8 @@ def _uniform(comm) -> bool:
 
 
 def allreduce(x: np.ndarray, ctx: Context) -> None:
-    kv = service.current()
+    from .service import current
+    kv = current()
     comm, node = ctx.comm, ctx.comm.node
     op = _sum_op(ctx)
     inner = Context(node.transport, node.rank, node.size, ctx.dtype, op, ctx.segment_bytes, node)
@@ -57,34 +57,37 @@ def allreduce(x: np.ndarray, ctx: Context) -> None:
     ctx.finalize(x)
 
 
-def _in_every_node(schedule: Schedule, nodes: int, local: int) -> list[list[Transfer]]:
-    """One node's schedule, run by every node at once (rank r of node m is m L + r)."""
-    return [[Transfer(m * local + t.src, m * local + t.dst, t.nbytes, t.reduce)
-             for m in range(nodes) for t in step] for step in schedule.steps]
-
-
-def allreduce_schedule(n: int, count: int, itemsize: int, root: int = 0,
-                       ranks_per_node: int | None = None, servers: int | None = None,
-                       placement: str = "dedicated") -> Schedule:
+def allreduce_pattern(n: int, count: int, itemsize: int, root: int = 0,
+                      ranks_per_node: int | None = None, servers: int | None = None,
+                      placement: str = "per-node") -> CompactSchedule:
     """ranks_per_node L (default: all n on one node) must divide n; servers k (default:
-    one per node); placement as for `ps`."""
+    one per node, on the nodes: placement as in ps.allreduce.servers_at)."""
     local = n if ranks_per_node is None else ranks_per_node
     if local < 1 or n % local:
         raise ValueError(f"hierarchical schedule: ranks_per_node={ranks_per_node} must divide "
                          f"{n} ranks")
     nodes = n // local
-    k = nodes if servers is None else servers
-    push, pull = [], []
+    names, ranks, locations = servers_at(nodes if servers is None else servers, placement)
+    chunks = tuple(chunk_nbytes(count, local, itemsize))
+    rings = tuple(tuple(range(m * local, (m + 1) * local)) for m in range(nodes))
+    pushes = []
     for j, (a, b) in enumerate(chunk_bounds(count, local)):
-        for part, nbytes in enumerate(chunk_nbytes(b - a, k, itemsize)):
-            if not nbytes:
-                continue
-            for m in range(nodes):
-                push.append(Transfer(m * local + j, server_endpoint(part), nbytes, reduce=True))
-                pull.append(Transfer(server_endpoint(part), m * local + j, nbytes))
-    where = {server_endpoint(j): j * local for j in range(k)} if placement == "colocated" else {}
-    return Schedule(_in_every_node(ring.reduce_scatter_schedule(local, count, itemsize),
-                                   nodes, local)
-                    + [push, pull]
-                    + _in_every_node(ring.allgather_schedule(local, count, itemsize),
-                                     nodes, local), where)
+        parts = chunk_nbytes(b - a, len(names), itemsize)
+        used = [i for i, nbytes in enumerate(parts) if nbytes]
+        if used:
+            pushes.append((tuple(m * local + j for m in range(nodes)),
+                           tuple(names[i] for i in used), tuple(parts[i] for i in used)))
+    pulls = tuple((shards, workers, sizes) for workers, shards, sizes in pushes)
+    return CompactSchedule([Ring(rings, chunks, local - 1, -1, True),
+                            Exchange(tuple(pushes), "receiver", True),
+                            Exchange(pulls, "sender"),
+                            Ring(rings, chunks, local - 1, 0)], ranks, locations)
+
+
+def allreduce_schedule(n: int, count: int, itemsize: int, root: int = 0, **variant) -> Schedule:
+    return allreduce_pattern(n, count, itemsize, root, **variant).expand()
+
+
+def allreduce_variants(nodes: int, ranks_per_node: int) -> dict[str, dict]:
+    """What bench scaling --preset draws: one server shard per node, on the nodes."""
+    return {"hierarchical": {"ranks_per_node": ranks_per_node, "servers": nodes}}

@@ -32,7 +32,7 @@ def test_wrong_column_catches_a_broken_algorithm(comm, broken):
 def test_every_collective_and_baseline_checks_clean(comm, collective, dtype, op):
     definition = DEFINITIONS[collective]
     rows = run_sweep(comm, definition, [4 * 1024 + 12], dtype=dtype, op=op,
-                     algorithms=list(C.COLLECTIVES[collective]), baselines=[MPIBaseline(comm)],
+                     algorithms=[a for a in C.COLLECTIVES[collective] if a not in C.NEED_SERVERS], baselines=[MPIBaseline(comm)],
                      iters=1, warmup=0)
     assert [r["wrong"] for r in rows] == [0] * len(rows), rows
     n = comm.size
