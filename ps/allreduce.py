@@ -1,7 +1,7 @@
 """ps: allreduce through the parameter server's shards (BytePS's summation service).
 
-Every worker cuts its buffer into parts (about segment_bytes each, at least one per
-server); part p goes to server p mod k, which reduces the W copies as they arrive and sends
+Every worker cuts its buffer into parts (4 segments each, 4 MiB by default as in BytePS,
+at least one per server); part p goes to server p mod k, which reduces the W copies as they arrive and sends
 the result back to each worker. No keys, no state: the server only sums.
 
     step  transfers                                 bytes
@@ -29,6 +29,7 @@ from . import protocol
 from .protocol import DATA, REQUEST, PSError, reply_tags
 
 MAX_PARTS_PER_SERVER = 64
+PART_SEGMENTS = 4       # a part is 4 segments: BytePS's 4 MB partitions at the default 1 MiB
 
 
 def allreduce(x: np.ndarray, ctx: Context) -> None:
@@ -68,7 +69,8 @@ def _through_servers(kv, x: np.ndarray, ctx: Context, group, expected: int, op) 
     seq = _next_seq(ctx.comm)
     k = kv.servers
     nbytes = x.nbytes
-    parts = max(k, min(-(-nbytes // max(1, ctx.segment_bytes)), MAX_PARTS_PER_SERVER * k))
+    part_bytes = max(1, PART_SEGMENTS * ctx.segment_bytes)
+    parts = max(k, min(-(-nbytes // part_bytes), MAX_PARTS_PER_SERVER * k))
     bounds = [(a, b) for a, b in partition.chunk_bounds(len(x), parts) if b > a]
     pending = []
     for p, (a, b) in enumerate(bounds):
