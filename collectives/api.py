@@ -92,18 +92,23 @@ def _run(collective: str, buf, *, op, algorithm: str, comm, root: int, check, se
     if check:
         agree(comm.transport, collective=collective,
               length=len(buffer.array) if buffer else -1,
-              dtype=buffer.dtype.name if buffer else "?",
+              dtype=(buffer.dtype.name + ("@cuda" if buffer.device else "")) if buffer else "?",
               op=reduce_op.name if reduce_op else (NOT_APPLICABLE if op is None else "?"),
               algorithm=algorithm, root=root, segment_bytes=segment_bytes, error=error)
     elif error is not None:
         raise error
-    ctx = Context(comm.transport, comm.rank, comm.size, buffer.dtype, reduce_op, segment_bytes,
-                  comm)
     function = registry.function(algorithm)
-    if collective in ("broadcast", "reduce"):
-        function(buffer.array, ctx, root)
+    args = (root,) if collective in ("broadcast", "reduce") else ()
+    if buffer.device:
+        from . import streams
+        ctx = Context(comm.device_transport(), comm.rank, comm.size, buffer.dtype, reduce_op,
+                      segment_bytes, comm, device=True)
+        with streams.dedicated(buffer):
+            function(buffer.array, ctx, *args)
     else:
-        function(buffer.array, ctx)
+        ctx = Context(comm.transport, comm.rank, comm.size, buffer.dtype, reduce_op,
+                      segment_bytes, comm)
+        function(buffer.array, ctx, *args)
     return buffer
 
 

@@ -127,6 +127,14 @@ class Communicator:
         return Communicator(sub, timeout=self.timeout, servers=0,
                             _node_of_rank=[self.node_of_rank[r] for r in members])
 
+    def device_transport(self):
+        """The transport for device buffers (CUDA IPC on the node, staged MPI across nodes),
+        made on first use: it needs no collective set-up, so ranks may create it lazily."""
+        if getattr(self, "_device_transport", None) is None:
+            from .transport.cuda_ipc import CudaIpcTransport
+            self._device_transport = CudaIpcTransport(self.mpi, self.timeout, self.node_of_rank)
+        return self._device_transport
+
     def barrier(self) -> None:
         self.transport.barrier()
 

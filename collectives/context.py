@@ -4,7 +4,7 @@ look further (the flat ones use the transport alone; `hierarchical` and `ps` rea
 groups and the parameter server through `ctx.comm`), which is what lets the same code run on any communicator or transport."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -24,6 +24,7 @@ class Context:
     segment_bytes: int = partition.DEFAULT_SEGMENT_BYTES
     comm: object = None       # the Communicator, for strategies that need more than p2p
                               # (its node groups, or the PS servers behind it)
+    device: bool = False      # the buffer is in device memory (scratch goes there too)
 
     def combine(self, a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> None:
         ops.combine(self.op, self.dtype, a, b, out)
@@ -31,8 +32,22 @@ class Context:
     def finalize(self, a: np.ndarray) -> None:
         ops.finalize(self.op, self.dtype, a, self.size)
 
-    def scratch(self, count: int) -> np.ndarray:
-        return arrays.empty(count, self.dtype)
+    def scratch(self, count: int):
+        """Scratch where the buffer lives (device or host)."""
+        return arrays.empty(count, self.dtype, self.device)
+
+    def host_scratch(self, count: int) -> np.ndarray:
+        """Host memory for staging: page-locked when the buffer is on a device."""
+        return arrays.pinned(count, self.dtype.storage) if self.device else \
+            arrays.empty(count, self.dtype)
+
+    @staticmethod
+    def copy(dst, src) -> None:
+        arrays.copy(dst, src)
+
+    def on_host(self) -> "Context":
+        """The same call, reducing in host memory (d2l's CPU strategy on device buffers)."""
+        return replace(self, device=False)
 
     def chunks(self, count: int) -> list[tuple[int, int]]:
         return partition.chunk_bounds(count, self.size)

@@ -27,11 +27,12 @@ AGGREGATOR = 0
 
 def allreduce(x: np.ndarray, ctx: Context) -> None:
     if ctx.rank == AGGREGATOR:
-        host_buffer = ctx.scratch(len(x))
-        np.copyto(host_buffer, x)             # upload the aggregator's own gradient
-        root.reduce(host_buffer, ctx, AGGREGATOR)
-        root.broadcast(host_buffer, ctx, AGGREGATOR)
-        np.copyto(x, host_buffer)             # download the result
+        host_buffer = ctx.host_scratch(len(x))  # pinned when x is on a device
+        ctx.copy(host_buffer, x)                # upload the aggregator's own gradient
+        on_host = ctx.on_host()                 # the CPU reduces what the devices send
+        root.reduce(host_buffer, on_host, AGGREGATOR)
+        root.broadcast(host_buffer, on_host, AGGREGATOR)
+        ctx.copy(x, host_buffer)                # download the result
     else:
         root.reduce(x, ctx, AGGREGATOR)
         root.broadcast(x, ctx, AGGREGATOR)

@@ -1,7 +1,8 @@
 """Reduce operations as a table: name -> numpy ufunc (and, for `avg`, a final scaling).
 
 `combine(op, dtype, a, b, out)` is the one place an element-wise reduction happens, so that
-every algorithm reduces the same way and a GPU kernel module can replace it per array type.
+every algorithm reduces the same way; device (CuPy) arrays go to the CUDA kernels of
+kernels.py, host arrays to the numpy ufuncs.
 `avg` is a sum followed by a division by the number of ranks, applied once, by whoever holds
 the finished result; it is defined for floating types only (integer averages would truncate).
 """
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .arrays import is_device
 from .dtypes import DType
 from .errors import InputTypeError, InputValueError, reject
 
@@ -53,7 +55,10 @@ def combine(op: ReduceOp, dtype: DType, a: np.ndarray, b: np.ndarray,
             out: np.ndarray | None = None) -> None:
     """out = a (op) b, element-wise; `out` defaults to `a` (reduce in place)."""
     out = a if out is None else out
-    if dtype.native:
+    if is_device(a):
+        from . import kernels
+        kernels.combine(op.name, dtype.name, a, b, out)
+    elif dtype.native:
         op.ufunc(a, b, out=out)
     else:
         dtype.from_compute(op.ufunc(dtype.to_compute(a), dtype.to_compute(b)), out)
@@ -63,7 +68,10 @@ def finalize(op: ReduceOp, dtype: DType, a: np.ndarray, ranks: int) -> None:
     """Apply what an op does after the reduction proper (avg: divide by the rank count)."""
     if not (op.average and ranks > 1 and a.size):
         return
-    if dtype.native:
+    if is_device(a):
+        from . import kernels
+        kernels.scale(dtype.name, a, 1.0 / ranks)
+    elif dtype.native:
         np.divide(a, ranks, out=a)
     else:
         dtype.from_compute(dtype.to_compute(a) / np.float32(ranks), a)

@@ -24,6 +24,7 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs CuPy and a CUDA device (skipped without)")
     if WORLD.rank != 0:                  # one rank reports; failures on any rank still print
         config.option.verbose = -2
 
