@@ -50,6 +50,11 @@ def _common(p: argparse.ArgumentParser, **defaults) -> None:
     p.add_argument("--ranks-per-node", type=int, help="pretend nodes of this many ranks")
     p.add_argument("--servers", type=int, help="turn this many ranks into parameter-server "
                    "shards (for --algo ps,hierarchical); the rest are the workers measured")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="where the buffers live: host memory, or this rank's GPU (CuPy; "
+                   "ranks share GPUs when there are more ranks than GPUs)")
+    p.add_argument("--kernel-size", type=_size, default=_size("64M"),
+                   help="with --device cuda: buffer size for the kernel throughput table")
     p.add_argument("--placement", default="dedicated", choices=("dedicated", "per-node"),
                    help="server ranks: the last ones (dedicated) or the last local rank of "
                    "the last nodes (per-node)")
@@ -149,6 +154,8 @@ def validate(args) -> None:
         if needy and not servers_requested(args):
             raise UsageError(f"{','.join(needy)} run through parameter-server ranks: add "
                              f"--servers S (and start W+S ranks)")
+    if getattr(args, "device", "cpu") == "cuda":
+        validate_device()
     servers = getattr(args, "servers", None)
     if servers is not None and servers < 1:
         raise UsageError(f"--servers must be >= 1, got {servers}")
@@ -171,6 +178,20 @@ def validate(args) -> None:
             raise UsageError(str(exc)) from None
     if args.iters is not None and args.iters < 1:
         raise UsageError(f"--iters must be >= 1, got {args.iters}")
+
+
+def validate_device() -> None:
+    """--device cuda needs CuPy and a device; say so in one line before MPI starts."""
+    try:
+        import cupy
+        count = cupy.cuda.runtime.getDeviceCount()
+    except ImportError:
+        raise UsageError("--device cuda needs CuPy: pip install ringps[cuda12] (or "
+                         "ringps[cuda13])") from None
+    except Exception as exc:
+        raise UsageError(f"--device cuda: no usable CUDA device ({exc})") from None
+    if count < 1:
+        raise UsageError("--device cuda: no CUDA device on this machine")
 
 
 def validate_model(args) -> None:

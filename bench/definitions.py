@@ -58,10 +58,17 @@ def reduced(ranks: int, start: int, stop: int, op: str, dtype: str):
     return acc, ranks * EPS[dtype] * scale
 
 
+DEVICE = {"kind": "cpu"}      # bench --device: where every buffer of this run lives
+
+
 def new_buffer(count: int, dtype: str):
+    cuda = DEVICE["kind"] == "cuda"
     if dtype == "bfloat16":
         import torch
-        return torch.zeros(count, dtype=torch.bfloat16)
+        return torch.zeros(count, dtype=torch.bfloat16, device="cuda" if cuda else "cpu")
+    if cuda:
+        import cupy
+        return cupy.zeros(count, dtype=dtype)
     return np.zeros(count, dtype=dtype)
 
 
@@ -69,20 +76,24 @@ def load(buf, values: np.ndarray, start: int = 0) -> None:
     stop = start + len(values)
     if isinstance(buf, np.ndarray):
         buf[start:stop] = values.astype(buf.dtype)
+    elif type(buf).__module__.startswith("cupy"):
+        buf[start:stop].set(values.astype(buf.dtype))
     else:
         import torch
         buf[start:stop].copy_(torch.from_numpy(values))
 
 
 def zero(buf) -> None:
-    buf.fill(0) if isinstance(buf, np.ndarray) else buf.zero_()
+    buf.zero_() if hasattr(buf, "zero_") else buf.fill(0)
 
 
 def as_float64(buf) -> np.ndarray:
     if isinstance(buf, np.ndarray):
         return buf.astype(np.float64)
+    if type(buf).__module__.startswith("cupy"):
+        return buf.get().astype(np.float64)
     import torch
-    return buf.to(torch.float64).numpy()
+    return buf.to(torch.float64).cpu().numpy()
 
 
 @dataclass

@@ -67,6 +67,13 @@ class Output:
 
 
 def _baselines(comm, args, out: Output) -> list:
+    if getattr(args, "device", "cpu") == "cuda":
+        from collectives.transport.cuda_ipc import cuda_aware
+        if cuda_aware():
+            return [MPIBaseline(comm)]
+        out.notes.add("mpi baseline skipped on device buffers: the MPI library is not "
+                      "CUDA-aware; the device ceilings below are the yardstick")
+        return []
     chosen = [MPIBaseline(comm)]
     if not args.no_gloo:
         try:
@@ -93,6 +100,8 @@ def sweep_section(comm, args, out: Output, collective: str) -> dict:
     if bar is not None:
         bar.close()
     title = _title(comm, f"{collective} {args.dtype} {rows[0]['op'] or ''}".rstrip())
+    if getattr(args, "device", "cpu") == "cuda":
+        title += " (device buffers)"
     out.rows(rows, title)
     images = out.plot(plots.busbw_vs_size, rows, out.folder / f"{collective}_busbw.png", title) \
         if out.root else []
@@ -192,7 +201,61 @@ def save(comm, out: Output, sections: list[dict], env: dict, probe: dict) -> Non
     out.say(f"# results: {out.folder}")
 
 
+def gpu_section(comm, args, out: Output, sweeps: list[dict]) -> dict:
+    """--device cuda: the copy and torch add_ ceilings, each kernel's throughput, and each
+    algorithm's fraction of the copy ceiling (bench/gpu.py)."""
+    from . import gpu
+    ceiling = gpu.ceilings()
+    kernels = gpu.kernel_rows(args.kernel_size, ceiling["copy_GBps"]) if out.root else []
+    gpus = len(set(comm.mpi.allgather(_device_id())))
+    fractions = []
+    for section in sweeps:
+        for row in section["rows"]:
+            if row["collective"] == "allreduce":
+                f = gpu.algorithm_fraction(row["algo"], row["ranks"], gpus, row["bytes"],
+                                           row["time_us"] * 1e-6, ceiling["copy_GBps"])
+                row["copy_fraction"] = f
+                if f is not None:
+                    fractions.append([row["algo"], format_size(row["bytes"]), f"{f:.2f}"])
+    torch_add = ceiling.get("torch_add_GBps")
+    text = (f"{ceiling['device']}: copy {ceiling['copy_GBps']:.0f} GB/s, torch add_ "
+            f"{'%.0f GB/s' % torch_add if torch_add else 'n/a'} (bytes through memory per s); "
+            f"{comm.size} ranks on {gpus} GPU(s)")
+    out.say(f"# device ceilings: {text}")
+    out.table(kernels, f"kernels at {format_size(args.kernel_size)}",
+              ["kernel", "GB/s", "of copy"],
+              [[k["kernel"], f"{k['GBps']:.0f}", f"{k['fraction_of_copy']:.2f}"]
+               for k in kernels])
+    out.table([], "allreduce: fraction of the copy ceiling", ["algo", "size", "of copy"],
+              fractions)
+    return {"title": "GPU ceilings", "rows": kernels, "images": [], "name": "gpu",
+            "text": text}
+
+
+def _device_id() -> int:
+    import cupy
+    return cupy.cuda.Device().id
+
+
+def _use_device(comm, args) -> None:
+    """--device cuda: buffers on this rank's GPU (local rank mod GPUs: ranks share GPUs when
+    there are more ranks than GPUs)."""
+    from .definitions import DEVICE
+    DEVICE["kind"] = getattr(args, "device", "cpu")
+    if DEVICE["kind"] != "cuda":
+        return
+    import cupy
+    device = comm.local_rank % cupy.cuda.runtime.getDeviceCount()
+    cupy.cuda.Device(device).use()
+    try:
+        import torch
+        torch.cuda.set_device(device)
+    except Exception:
+        pass
+
+
 def run(comm, args) -> None:
+    _use_device(comm, args)
     out = Output(comm, args, args.command)
     if args.command in DEFINITIONS:
         sections = [sweep_section(comm, args, out, args.command)]
@@ -207,6 +270,8 @@ def run(comm, args) -> None:
                     sweep_section(comm, args, out, "broadcast"),      # no reductions: lets
                     d2l_section(comm, args, out, args.d2l_size),      # calibration find gamma
                     scaling_section(comm, args, out, args.scaling_size)]
+    if getattr(args, "device", "cpu") == "cuda":
+        sections.append(gpu_section(comm, args, out, [s for s in sections if s.get("rows")]))
     env = environment.describe(comm)
     probe = membw.probe(comm)
     if args.command == "suite" and out.root:

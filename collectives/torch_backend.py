@@ -22,8 +22,11 @@ mismatched lengths, dtypes and ops.
 By default each group runs its collectives, in call order, on a thread of its own: the caller
 gets a Work at once (async_op=True returns immediately, DDP overlaps gradient buckets with
 backward), bad input still raises in the caller. With RINGPS_DEBUG=detail collectives run in
-the caller, after the fingerprint check. CUDA tensors are refused with a message naming the
-missing GPU extra (see arrays.py).
+the caller, after the fingerprint check. CUDA tensors take the GPU path (arrays.py: CuPy
+through DLPack; without CuPy they are refused with a message naming the GPU extra). On the
+group's thread the "caller's stream" is that thread's current stream (the default one), so
+work a caller queued on a side stream must be synchronised before the collective; this path
+has not yet run on a GPU.
 """
 from __future__ import annotations
 

@@ -36,7 +36,12 @@ def allreduce(x: np.ndarray, ctx: Context) -> None:
     from .service import current           # (mpi4py only when run, never to price a schedule)
     kv = current()
     group = _group_of(ctx.comm, kv)
-    _through_servers(kv, x, ctx, (group, "ps"), ctx.comm.size, _sum_op(ctx))
+    staged = ctx.host_scratch(len(x)) if ctx.device else x    # servers are host processes
+    if ctx.device:
+        ctx.copy(staged, x)
+    _through_servers(kv, staged, ctx, (group, "ps"), ctx.comm.size, _sum_op(ctx))
+    if ctx.device:
+        ctx.copy(x, staged)
     ctx.finalize(x)
 
 

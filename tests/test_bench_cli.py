@@ -1,5 +1,6 @@
 """`python -m bench` as a user runs it: bad input ends in one line and a non-zero exit on
 every rank, and real runs leave rows, CSV, JSON, plots and a report."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -22,7 +23,10 @@ def bench(*args, timeout=300, env=None):
     (["allreduce", "-b", "12Q"], "bench: error: argument -b/--minbytes: cannot read size"),
     (["allreduce", "--op", "avg", "--dtype", "int32"], "bench: error: op 'avg' is not defined"),
     (["nonsense"], "bench: error: argument command: invalid choice"),
-])
+    (["allreduce", "--algo", "ps"], "bench: error: ps run through parameter-server ranks"),
+    (["allreduce", "--servers", "0"], "bench: error: --servers must be >= 1"),
+] + ([] if importlib.util.find_spec("cupy") else                      # a GPU machine has it
+      [(["allreduce", "--device", "cuda"], "bench: error: --device cuda needs CuPy")]))
 def test_bad_input_is_one_line_and_exit_2(args, message):
     result = bench(*args, "--np", "2")
     assert result.returncode == 2
