@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-CUDA_TYPES = {"float16": "__half", "bfloat16": "__nv_bfloat16", "float32": "float",
+CUDA_TYPES = {"float16": "__half", "bfloat16": "bf16", "float32": "float",
               "float64": "double", "int8": "signed char", "uint8": "unsigned char",
               "int32": "int", "int64": "long long"}
 FUNCTORS = {"sum": "OpSum", "avg": "OpSum", "prod": "OpProd", "max": "OpMax", "min": "OpMin"}
@@ -29,20 +29,27 @@ THREADS = 256
 
 SOURCE = r"""
 #include <cuda_fp16.h>
-#include <cuda_bf16.h>
+
+// bfloat16 as its bits (CuPy ships cuda_fp16.h but not cuda_bf16.h): widen by a shift,
+// narrow with round-to-nearest-even, NaN kept quiet, as dtypes._BFloat16 does on the host.
+struct bf16 { unsigned short bits; };
 
 template <typename T> struct Math { typedef T type; };
 template <> struct Math<__half> { typedef float type; };
-template <> struct Math<__nv_bfloat16> { typedef float type; };
+template <> struct Math<bf16> { typedef float type; };
 
 template <typename T> __device__ __forceinline__ typename Math<T>::type up(T v) { return v; }
 template <> __device__ __forceinline__ float up<__half>(__half v) { return __half2float(v); }
-template <> __device__ __forceinline__ float up<__nv_bfloat16>(__nv_bfloat16 v) {
-    return __bfloat162float(v); }
+template <> __device__ __forceinline__ float up<bf16>(bf16 v) {
+    return __uint_as_float(((unsigned int)v.bits) << 16); }
 template <typename T> __device__ __forceinline__ T down(typename Math<T>::type v) { return v; }
 template <> __device__ __forceinline__ __half down<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 down<__nv_bfloat16>(float v) {
-    return __float2bfloat16_rn(v); }
+template <> __device__ __forceinline__ bf16 down<bf16>(float v) {
+    unsigned int u = __float_as_uint(v);
+    bf16 r;
+    if (v != v) { r.bits = (unsigned short)((u >> 16) | 0x0040); return r; }
+    r.bits = (unsigned short)((u + (((u >> 16) & 1u) + 0x7FFFu)) >> 16);
+    return r; }
 
 template <typename M> __device__ __forceinline__ bool is_nan(M v) { return v != v; }
 
@@ -61,7 +68,7 @@ __global__ void reduce2(T* out, const T* a, const T* b, long long n, int vectori
     const long long stride = (long long)blockDim.x * gridDim.x;
     long long start = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     long long done = 0;
-    if (vectorised) {
+    if (vectorised) {      // 16-byte loads and stores
         const int per = 16 / sizeof(T);
         const long long vectors = n / per;
         const uint4* va = reinterpret_cast<const uint4*>(a);
@@ -91,7 +98,8 @@ __global__ void scale(T* out, long long n, double factor) {
 
 
 def _names() -> list[str]:
-    names = [f"reduce2<{t}, {f}>" for t in CUDA_TYPES.values() for f in set(FUNCTORS.values())]
+    names = [f"reduce2<{t}, {f}>" for t in CUDA_TYPES.values()
+             for f in sorted(set(FUNCTORS.values()))]
     return names + [f"scale<{t}>" for t in CUDA_TYPES.values()]
 
 

@@ -14,7 +14,8 @@ def _caller_stream(original):
     import cupy
     if type(original).__module__.startswith("torch"):
         import torch
-        return cupy.cuda.ExternalStream(torch.cuda.current_stream(original.device).cuda_stream)
+        return cupy.cuda.ExternalStream(torch.cuda.current_stream(original.device).cuda_stream,
+                                        device_id=original.device.index)
     return cupy.cuda.get_current_stream()
 
 
@@ -26,6 +27,8 @@ def dedicated(buffer):
         if stream is None:
             stream = _ours[device.id] = cupy.cuda.Stream(non_blocking=True)
         stream.wait_event(_caller_stream(buffer.original).record())
-        with stream:
-            yield stream
-        stream.synchronize()
+        try:
+            with stream:
+                yield stream
+        finally:                        # even on error: nothing of ours may touch the buffer
+            stream.synchronize()        # after the call has returned

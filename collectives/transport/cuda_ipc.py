@@ -16,8 +16,8 @@ only small tokens, in order:
       receiver  token -> receive into pinned staging (or the host buffer itself) -> copy or
                 reduce into the destination
 
-Sends and receives between two ranks are numbered (both sides count), and each transfer's
-data and ack use a tag made from its number, so tokens may be handled in any order without
+The transport duplicates its communicator. Sends and receives between two ranks are
+numbered (both sides count), and each transfer's data and ack use a tag made from its number, so tokens may be handled in any order without
 a reply landing on the wrong transfer. Waits poll, and time out naming the peer, like the
 MPI transport, whose control plane (metadata exchange, barrier) this one reuses.
 """
@@ -57,11 +57,26 @@ class _AddressRange:
 
 
 def cuda_aware() -> bool:
-    query = getattr(MPI, "Query_cuda_support", None)
+    """Whether MPI may be handed device memory: RINGPS_CUDA_AWARE=1/0 decides; otherwise ask
+    the library (MPIX_Query_cuda_support, exported by Open MPI and MPICH; mpi4py does not
+    wrap it)."""
+    import os
+    forced = os.environ.get("RINGPS_CUDA_AWARE")
+    if forced not in (None, ""):
+        return forced.lower() not in ("0", "false", "no", "off")
     try:
-        return bool(query()) if query else False
-    except Exception:
+        return bool(ctypes.CDLL(None).MPIX_Query_cuda_support())
+    except (AttributeError, OSError):
         return False
+
+
+_OPENED: dict[bytes, int] = {}     # peer IPC handles opened by this process (one cache for
+                                   # every transport, as torch keeps one)
+
+
+def _sync() -> None:
+    import cupy
+    cupy.cuda.get_current_stream().synchronize()
 
 
 class _Transfer(Request):
@@ -82,11 +97,10 @@ class _Send(_Transfer):
         super().__init__(transport, "send", peer, array.nbytes)
         t = transport
         token = np.zeros(TOKEN_WORDS, dtype=np.int64)
-        if is_device(array) and t.same_node[peer] and array.nbytes:
-            import cupy
-            cupy.cuda.get_current_stream().synchronize()
-            base, _ = t.address_range(array.data.ptr)
-            handle = cupy.cuda.runtime.ipcGetMemHandle(base)
+        handle = t.export(array) if is_device(array) and t.same_node[peer] and array.nbytes \
+            else None
+        if handle is not None:
+            base, handle = handle
             token[:3] = IPC, array.nbytes, array.data.ptr - base
             token[3:] = np.frombuffer(bytes(handle), dtype=np.int64)
             ack = np.zeros(1, dtype=np.int64)
@@ -99,9 +113,11 @@ class _Send(_Transfer):
                 staged = t.pinned(array.nbytes)
                 array.view(np.uint8).get(out=staged)      # synchronous: staged is complete
                 payload = [staged, MPI.BYTE]
+            elif is_device(array):
+                _sync()                                   # MPI reads it once the kernels ran
+                payload = [array.view(np.uint8), MPI.BYTE]
             else:
-                payload = _bytes(array) if not is_device(array) else [array.view(np.uint8),
-                                                                      MPI.BYTE]
+                payload = _bytes(array)
             self.pending = [t.comm.Isend(token, peer, TOKEN),
                             t.comm.Isend(payload, peer, DATA_BASE + number % NUMBERS)]
             self.keep = [token, payload]
@@ -127,6 +143,7 @@ class _Receive(_Transfer):
     def _on_token(self) -> None:
         kind, nbytes = int(self.token[0]), int(self.token[1])
         if nbytes != self.dst.nbytes:
+            self._drain(kind, nbytes)
             raise self.transport._fail(
                 f"ringps: rank {self.transport.rank}: rank {self.peer} sent {nbytes} bytes where "
                 f"{self.dst.nbytes} were expected (ranks disagree on the buffer)")
@@ -138,24 +155,42 @@ class _Receive(_Transfer):
         if is_device(into) and not t.cuda_aware:
             self.staged = t.pinned(nbytes)
             target = [self.staged, MPI.BYTE]
+        elif is_device(into):
+            _sync()                         # no queued kernel may still read this scratch
+            target = [into.view(np.uint8), MPI.BYTE]
         else:
-            target = [into.view(np.uint8), MPI.BYTE] if is_device(into) else _bytes(into)
+            target = _bytes(into)
         self.pending = [t.comm.Irecv(target, self.peer, DATA_BASE + self.number % NUMBERS)]
         self.keep = [target]
         self.step = self._on_bytes
+
+    def _drain(self, kind: int, nbytes: int) -> None:
+        """Take the mismatched transfer off the wire (its bytes, or an ack for its IPC
+        token), so no later transfer between these ranks meets it."""
+        t = self.transport
+        if kind == IPC:
+            t.comm.Send(np.ones(1, dtype=np.int64), self.peer,
+                        ACK_BASE + self.number % NUMBERS)
+        else:
+            t.comm.Recv([np.empty(nbytes, np.uint8), MPI.BYTE], self.peer,
+                        DATA_BASE + self.number % NUMBERS)
 
     def _on_bytes(self) -> None:
         into = self.dst if self.combine is None else self.scratch
         if self.staged is not None:
             into.view(np.uint8).set(self.staged)
+            _sync()                         # set() is asynchronous; staged is reused after
         if self.combine is not None:
             self.combine(self.dst, self.scratch)
         self.step = None
 
     def _from_peer_memory(self, offset: int, handle: bytes) -> None:
-        import cupy
         t = self.transport
-        peer = t.peer_array(handle, offset, self.dst)
+        try:
+            peer = t.peer_array(handle, offset, self.dst)
+        except Exception as exc:            # e.g. no peer access between these GPUs
+            raise t._fail(f"ringps: rank {t.rank} cannot map rank {self.peer}'s device "
+                          f"memory through CUDA IPC ({exc})") from None
         if self.combine is None:
             if is_device(self.dst):
                 self.dst[...] = peer
@@ -166,7 +201,7 @@ class _Receive(_Transfer):
         else:
             peer.get(out=self.scratch)
             self.combine(self.dst, self.scratch)
-        cupy.cuda.get_current_stream().synchronize()
+        _sync()
         ack = np.ones(1, dtype=np.int64)
         self.pending = [t.comm.Isend(ack, self.peer, ACK_BASE + self.number % NUMBERS)]
         self.keep = [ack]
@@ -178,14 +213,14 @@ class _Receive(_Transfer):
 
 class CudaIpcTransport(Transport):
     def __init__(self, comm: "MPI.Comm", timeout: float, node_of_rank: list[int]):
-        self.comm = comm
+        """Collective over `comm` (it is duplicated, so tags never meet anyone else's)."""
+        self.comm = comm = comm.Dup()
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.timeout = timeout
         self.control = MPITransport(comm, timeout)
         self.same_node = [node_of_rank[p] == node_of_rank[self.rank] for p in range(self.size)]
         self.sent = [0] * self.size
         self.received = [0] * self.size
-        self.opened: dict[bytes, int] = {}
         self.cuda_aware = cuda_aware()
         self._address_range = None
         self._pinned: list[np.ndarray] = []
@@ -200,14 +235,28 @@ class CudaIpcTransport(Transport):
         from ..arrays import pinned
         return pinned(nbytes, np.uint8)
 
-    def peer_array(self, handle: bytes, offset: int, like):
-        """A CuPy view of a peer's device memory (the handle opened once, then cached)."""
+    def export(self, array):
+        """(allocation base, IPC handle) of a device array, after its pending work is done;
+        None where the allocation cannot be exported (stream-ordered pools), which sends
+        the bytes over MPI instead."""
         import cupy
-        base = self.opened.get(handle)
+        _sync()
+        base, _ = self.address_range(array.data.ptr)
+        try:
+            return base, cupy.cuda.runtime.ipcGetMemHandle(base)
+        except cupy.cuda.runtime.CUDARuntimeError:
+            return None
+
+    def peer_array(self, handle: bytes, offset: int, like):
+        """A CuPy view, on this rank's device, of a peer's device memory (each handle is
+        opened once per process, then cached)."""
+        import cupy
+        base = _OPENED.get(handle)
         if base is None:
-            base = self.opened[handle] = cupy.cuda.runtime.ipcOpenMemHandle(
+            base = _OPENED[handle] = cupy.cuda.runtime.ipcOpenMemHandle(
                 handle, cupy.cuda.runtime.cudaIpcMemLazyEnablePeerAccess)
-        memory = cupy.cuda.UnownedMemory(base + offset, like.nbytes, self)
+        memory = cupy.cuda.UnownedMemory(base + offset, like.nbytes, self,
+                                         device_id=cupy.cuda.runtime.getDevice())
         return cupy.ndarray(like.shape, dtype=like.dtype,
                             memptr=cupy.cuda.MemoryPointer(memory, 0))
 
