@@ -26,7 +26,7 @@ from collectives.context import Context
 from collectives.schedule import CompactSchedule, Schedule, chunk_nbytes, exchange
 
 from . import protocol
-from .protocol import DATA, REQUEST, PSError, reply_tags
+from .protocol import PSError
 
 MAX_PARTS_PER_SERVER = 64
 PART_SEGMENTS = 4       # a part is 4 segments: BytePS's 4 MB partitions at the default 1 MiB
@@ -54,9 +54,7 @@ def _group_of(comm, kv) -> str:
     """Who takes part (world ranks), so calls on different communicators never mix."""
     cached = getattr(comm, "_ps_group", None)
     if cached is None:
-        from mpi4py import MPI
-        world = MPI.Group.Translate_ranks(comm.mpi.Get_group(), list(range(comm.size)),
-                                          kv.mpi.Get_group())
+        world = kv.wire.world_ranks(comm.mpi)
         cached = comm._ps_group = ",".join(map(str, world))
         comm._ps_seq = 0
     return cached
@@ -70,7 +68,6 @@ def _next_seq(comm) -> int:
 def _through_servers(kv, x: np.ndarray, ctx: Context, group, expected: int, op) -> None:
     """Send every part of x to its server; each reply (the reduction over `expected`
     contributors of that part) lands back in x."""
-    from mpi4py import MPI
     seq = _next_seq(ctx.comm)
     k = kv.servers
     nbytes = x.nbytes
@@ -85,18 +82,15 @@ def _through_servers(kv, x: np.ndarray, ctx: Context, group, expected: int, op) 
         header = {"op": "allreduce", "rid": rid, "group": group, "seq": seq, "part": p,
                   "expected": expected, "dtype": ctx.dtype.name, "reduce": op.name,
                   "payload": [(b - a) * ctx.dtype.itemsize], "expects_payload": True}
-        data = x[a:b].view(np.uint8)
-        sent = [kv.mpi.isend(header, dest, REQUEST), kv.mpi.Isend([data, MPI.BYTE], dest, DATA)]
-        header_tag, data_tag = reply_tags(rid)
+        data = x[a:b]
+        sent = kv.wire.request(dest, header, [data])
         kv.count(server, sent=data.nbytes, received=data.nbytes)
-        pending.append({"sent": sent, "reply": kv.mpi.irecv(source=dest, tag=header_tag),
-                        "data": data, "dest": dest, "tag": data_tag, "recv": None,
-                        "server": server})
+        pending.append({"sent": sent, "reply": kv.wire.reply_header(dest, rid), "data": data,
+                        "dest": dest, "rid": rid, "recv": None, "server": server})
     _drain(kv, pending)
 
 
 def _drain(kv, pending: list[dict]) -> None:
-    from mpi4py import MPI
     idler = protocol.Idler()
     deadline = time.monotonic() + kv.timeout
     answers = []
@@ -105,16 +99,16 @@ def _drain(kv, pending: list[dict]) -> None:
         still = []
         for part in pending:
             if part["recv"] is None:
-                if not MPI.Request.Testall(part["sent"]):
+                if not kv.wire.done(part["sent"]):
                     still.append(part)
                     continue
-                part["recv"] = kv.mpi.Irecv([part["data"], MPI.BYTE], part["dest"], part["tag"])
+                part["recv"] = kv.wire.reply_payload(part["dest"], part["rid"], part["data"])
                 progressed = True
             if "answer" not in part:
                 done, answer = part["reply"].test()
                 if done:
                     part["answer"] = answer
-            if "answer" in part and part["recv"].Test():
+            if "answer" in part and kv.wire.done([part["recv"]]):
                 answers.append((part["server"], part["answer"]))
                 progressed = True
             else:

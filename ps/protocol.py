@@ -19,7 +19,7 @@ so replies may come back in any order (a BSP pull waits while a later pull is an
     bye         -                                          -              (none)
 
 Errors come back as {"ok": False, "error": text} to the one worker that caused them; the
-server goes on serving the others.
+server goes on serving the others. wire.py moves these messages (the only mpi4py in ps/).
 """
 from __future__ import annotations
 

@@ -13,12 +13,12 @@ import time
 import traceback
 
 import numpy as np
-from mpi4py import MPI
 
 from collectives import dtypes, ops
 
 from . import checkpoint, consistency, optim, protocol
-from .protocol import DATA, REQUEST, error, reply_tags
+from .protocol import error
+from .wire import Wire
 
 
 class BlockEntry:
@@ -81,11 +81,11 @@ class BlockEntry:
 
 
 class Server:
-    def __init__(self, comm: "MPI.Comm", worker_ranks: list[int], index: int,
+    def __init__(self, wire: Wire, worker_ranks: list[int], index: int,
                  restored: dict | None = None, timeout: float = 300.0):
-        self.comm = comm
+        self.wire = wire
         self.index = index
-        self.rank = comm.Get_rank()
+        self.rank = wire.rank
         self.worker_of = {r: i for i, r in enumerate(worker_ranks)}
         self.workers = len(worker_ranks)
         self.timeout = timeout
@@ -99,16 +99,14 @@ class Server:
     # -- the loop ---------------------------------------------------------------------------
     def serve(self) -> None:
         idler = protocol.Idler()
-        status = MPI.Status()
         while len(self.gone) < self.workers:
-            message = self.comm.improbe(MPI.ANY_SOURCE, REQUEST, status)
-            if message is None:
+            arrived = self.wire.next_request()
+            if arrived is None:
                 self._reap()
                 idler.idle()
                 continue
             idler.reset()
-            source = status.Get_source()
-            header = message.recv()
+            header, source = arrived
             try:
                 self.handle(header, source)
             except Exception as exc:       # a bug here must not silently drop a worker's reply
@@ -132,27 +130,18 @@ class Server:
         getattr(self, f"on_{kind}")(header, source, *payloads)
 
     def receive(self, source: int, nbytes: int) -> np.ndarray:
-        buf = np.empty(nbytes, dtype=np.uint8)
-        request = self.comm.Irecv([buf, MPI.BYTE], source, DATA)
-        idler, deadline = protocol.Idler(), time.monotonic() + self.timeout
-        while not request.Test():
-            if time.monotonic() > deadline:
-                raise protocol.PSTimeout(f"ringps: server {self.index} (rank {self.rank}) "
-                                         f"timed out receiving a payload from rank {source}")
-            idler.idle()
-        return buf
+        return self.wire.payload(source, nbytes, self.timeout,
+                                 f"server {self.index} (rank {self.rank})")
 
     def reply(self, dest: int, header: dict, answer: dict, payload: np.ndarray | None = None):
-        header_tag, data_tag = reply_tags(header["rid"])
-        self.sends.append((self.comm.isend(answer, dest, header_tag), answer))
-        if header.get("expects_payload"):
-            data = np.empty(0, np.uint8) if payload is None else payload
-            data = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
-            self.sends.append((self.comm.Isend([data, MPI.BYTE], dest, data_tag), data))
+        if header.get("expects_payload") and payload is None:
+            payload = np.empty(0, np.uint8)        # an error: the payload is empty
+        self.sends += self.wire.reply(dest, header["rid"], answer,
+                                      payload if header.get("expects_payload") else None)
 
     def _reap(self) -> None:
         if self.sends:
-            self.sends = [(r, b) for r, b in self.sends if not r.Test()]
+            self.sends = [(r, b) for r, b in self.sends if not self.wire.done([r])]
 
     # -- key-value requests -----------------------------------------------------------------
     def entry(self, header: dict, source: int) -> BlockEntry | None:
@@ -305,14 +294,14 @@ class Server:
         self.reply(source, header, {"ok": True, **written})
 
 
-def run(comm: "MPI.Comm", worker_ranks: list[int], index: int, restored=None,
+def run(wire: Wire, worker_ranks: list[int], index: int, restored=None,
         timeout: float = 300.0) -> Server:
-    server = Server(comm, worker_ranks, index, restored, timeout)
+    server = Server(wire, worker_ranks, index, restored, timeout)
     try:
         server.serve()
     except Exception:
         traceback.print_exc()
         sys.stderr.write(f"ringps: server {index} (rank {server.rank}) failed; ending the job\n")
         sys.stderr.flush()
-        comm.Abort(1)
+        wire.abort()
     return server

@@ -14,6 +14,7 @@ import atexit
 import sys
 
 from . import checkpoint, server, sharding
+from .wire import Wire
 from .worker import KVStore
 
 _current: KVStore | None = None
@@ -66,15 +67,15 @@ def serve_or_attach(world) -> "object":
 
 def _start(world, options: dict, restore: str | None, exit_server: bool):
     global _current
-    ps_comm = world.mpi.Dup()
+    wire = Wire(world.mpi)
     saved = checkpoint.load(restore)[1] if restore else None
     if world.role == "server":
         index = world.server_ranks.index(world.rank)
-        server.run(ps_comm, world.worker_ranks, index, saved, world.timeout)
+        server.run(wire, world.worker_ranks, index, saved, world.timeout)
         if exit_server:
             sys.exit(0)
         return None
-    kv = KVStore(ps_comm, world.server_ranks, world.workers, timeout=world.timeout, **options)
+    kv = KVStore(wire, world.server_ranks, world.workers, timeout=world.timeout, **options)
     _current = kv
     import collectives.api
     if collectives.api._default is None:      # a job's first init picks the default

@@ -22,13 +22,13 @@ import uuid
 from dataclasses import dataclass
 
 import numpy as np
-from mpi4py import MPI
 
 from collectives import arrays
 from collectives.dtypes import DType
 
 from . import checkpoint, consistency, optim, protocol, sharding
-from .protocol import DATA, REQUEST, PSError, reply_tags
+from .protocol import PSError
+from .wire import Wire
 
 
 class UnknownKey(PSError, KeyError):
@@ -76,12 +76,12 @@ class Handle:
 
 
 class KVStore:
-    def __init__(self, mpi_comm: "MPI.Comm", server_ranks: list[int], workers, *,
+    def __init__(self, wire: Wire, server_ranks: list[int], workers, *,
                  consistency_name: str = "bsp", staleness: int = 0,
                  quorum: float | None = None, optimizer="sum",
                  block_bytes: int = sharding.DEFAULT_BLOCK_BYTES, slicer="hash",
                  timeout: float = 300.0):
-        self.mpi = mpi_comm
+        self.wire = wire
         self.server_ranks = list(server_ranks)
         self.comm = workers                       # the workers' Communicator
         self.rank, self.size = workers.rank, workers.size
@@ -307,7 +307,7 @@ class KVStore:
         idler = protocol.Idler()
         deadline = time.monotonic() + self.timeout
         while True:
-            done, results = MPI.Request.testall(requests)
+            done, results = self.wire.results(requests)
             if done:
                 return results
             if time.monotonic() > deadline:
@@ -330,15 +330,12 @@ class KVStore:
         header["payload"] = [p.nbytes for p in payloads]
         header["expects_payload"] = out is not None
         requests = handle.requests
-        requests.append(self.mpi.isend(header, dest, REQUEST))
-        for p in payloads:
-            requests.append(self.mpi.Isend([_bytes(p), MPI.BYTE], dest, DATA))
-        header_tag, data_tag = reply_tags(rid)
+        requests += self.wire.request(dest, header, payloads)
         handle.keep.append(payloads)
         handle.replies.append((len(requests), server, header.get("block"), header.get("key")))
-        requests.append(self.mpi.irecv(source=dest, tag=header_tag))
+        requests.append(self.wire.reply_header(dest, rid))
         if out is not None:
-            requests.append(self.mpi.Irecv([_bytes(out), MPI.BYTE], dest, data_tag))
+            requests.append(self.wire.reply_payload(dest, rid, out))
         self.count(server, sum(p.nbytes for p in payloads), 0 if out is None else out.nbytes)
 
     def count(self, server: int, sent: int, received: int) -> None:
@@ -458,16 +455,10 @@ class KVStore:
             return
         self.wait_all()
         self.closed = True
-        requests = [self.mpi.isend({"op": "bye", "rid": 0}, dest, REQUEST)
-                    for dest in self.server_ranks]
-        MPI.Request.waitall(requests)
+        self.wire.goodbye(self.server_ranks)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.shutdown()
-
-
-def _bytes(array: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
