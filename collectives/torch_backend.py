@@ -23,10 +23,9 @@ By default each group runs its collectives, in call order, on a thread of its ow
 gets a Work at once (async_op=True returns immediately, DDP overlaps gradient buckets with
 backward), bad input still raises in the caller. With RINGPS_DEBUG=detail collectives run in
 the caller, after the fingerprint check. CUDA tensors take the GPU path (arrays.py: CuPy
-through DLPack; without CuPy they are refused with a message naming the GPU extra). On the
-group's thread the "caller's stream" is that thread's current stream (the default one), so
-work a caller queued on a side stream must be synchronised before the collective; this path
-has not yet run on a GPU.
+through DLPack; without CuPy they are refused with a message naming the GPU extra); the
+group's thread runs each call with the caller's current stream made current, so the device
+path waits for what the caller queued. This path has not yet run on a GPU.
 """
 from __future__ import annotations
 
@@ -36,6 +35,7 @@ import queue
 import sys
 import threading
 import time
+from contextlib import nullcontext
 from datetime import timedelta
 
 import numpy as np
@@ -481,10 +481,19 @@ def _queued(name: str):
             self._jobs.join()                            # after everything queued before it
             return getattr(RingpsProcessGroup, name)(self, *args, **kwargs)
         future = torch.futures.Future()
-        self._jobs.put((name, args, kwargs, future))
+        self._jobs.put((name, args, kwargs, future, _caller_stream(args, kwargs)))
         return _BackgroundWork(future)
     method.__name__ = name
     return method
+
+
+def _caller_stream(args, kwargs):
+    """The caller's current CUDA stream when the call has CUDA tensors: the group's thread
+    makes it current there too, so the device path waits for what the caller queued."""
+    for tensor in _tensors(list(args) + list(kwargs.values())):
+        if tensor.device.type == "cuda":
+            return torch.cuda.current_stream(tensor.device)
+    return None
 
 
 class BackgroundProcessGroup(RingpsProcessGroup):
@@ -515,9 +524,10 @@ class BackgroundProcessGroup(RingpsProcessGroup):
             if job is None:
                 self._jobs.task_done()
                 return
-            name, args, kwargs, future = job
+            name, args, kwargs, future, stream = job
             try:
-                work = getattr(RingpsProcessGroup, name)(self, *args, **kwargs)
+                with torch.cuda.stream(stream) if stream is not None else nullcontext():
+                    work = getattr(RingpsProcessGroup, name)(self, *args, **kwargs)
                 future.set_result(work.get_future().value())
             except BaseException as exc:           # noqa: BLE001 - report, then end the job
                 sys.stderr.write(f"ringps: rank {self.comm.rank}: {name} failed in the "

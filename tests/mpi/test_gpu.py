@@ -113,3 +113,30 @@ def test_torch_cuda_tensors_reduce_in_place(comm):
     t = torch.full((1001,), float(comm.rank + 1), device="cuda")
     C.allreduce(t, algorithm="ring")
     assert torch.all(t == comm.size * (comm.size + 1) / 2)
+
+
+@pytest.mark.parametrize("algorithm", ["ps", "hierarchical"])
+def test_device_buffers_through_the_parameter_server(comm, algorithm):
+    """GPU in-node, the PS step staged through pinned host memory."""
+    import ps
+    if comm.size < 2:
+        pytest.skip("a PS needs a server and a worker")
+    kv = ps.init(servers=1, exit_server=False, timeout=120)
+    if kv is None:
+        return
+    try:
+        x = cupy.full(100_003, kv.rank + 1.0, cupy.float32)
+        C.allreduce(x, algorithm=algorithm, comm=kv.comm)
+        assert (cupy.asnumpy(x) == kv.size * (kv.size + 1) / 2).all()
+    finally:
+        kv.shutdown()
+
+
+def test_torch_backend_reduces_cuda_tensors(comm):
+    torch = pytest.importorskip("torch")
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        pytest.skip("the torch backend tests initialise the default group (test_torch_backend)")
+    t = torch.full((4097,), float(comm.rank + 1), device="cuda")
+    dist.all_reduce(t)
+    assert torch.all(t == comm.size * (comm.size + 1) / 2)
