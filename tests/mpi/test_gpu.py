@@ -131,12 +131,3 @@ def test_device_buffers_through_the_parameter_server(comm, algorithm):
     finally:
         kv.shutdown()
 
-
-def test_torch_backend_reduces_cuda_tensors(comm):
-    torch = pytest.importorskip("torch")
-    import torch.distributed as dist
-    if not dist.is_initialized():
-        pytest.skip("the torch backend tests initialise the default group (test_torch_backend)")
-    t = torch.full((4097,), float(comm.rank + 1), device="cuda")
-    dist.all_reduce(t)
-    assert torch.all(t == comm.size * (comm.size + 1) / 2)

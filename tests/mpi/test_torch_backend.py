@@ -37,6 +37,21 @@ def test_all_reduce(world, op, dtype, seed):
     assert_close(t, expected(values, op), tolerance(values, op, dtype), f"all_reduce {op} {dtype}")
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(importlib.util.find_spec("cupy") is None or not torch.cuda.is_available(),
+                    reason="needs CuPy and a CUDA device")
+def test_all_reduce_of_cuda_tensors_on_a_side_stream(world):
+    """The GPU path through the backend: the group's thread waits for the caller's stream."""
+    n, r = dist.get_world_size(), dist.get_rank()
+    torch.cuda.set_device(r % torch.cuda.device_count())
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        t = torch.full((1 << 20,), float(r + 1), device="cuda")
+        dist.all_reduce(t)
+    side.synchronize()
+    assert torch.all(t == n * (n + 1) / 2)
+
+
 def test_premul_sum_and_async_work(world):
     n, r = dist.get_world_size(), dist.get_rank()
     t = torch.full((7,), float(r + 1))
