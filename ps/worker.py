@@ -118,15 +118,23 @@ class KVStore:
                                       quorum)
         handler = self.defaults["optimizer"] if optimizer is None else optim.as_spec(optimizer)
         infos = [self._describe(k, v, handler, policy) for k, v in items]
-        placed = self.slicer.place([b for info in infos for b in info.blocks])
         for info in infos:
-            info.servers = [placed[b.name] for b in info.blocks]
+            known = self.keys.get(info.name)
+            if known is not None and (known.shape, known.dtype.name) != (info.shape,
+                                                                         info.dtype.name):
+                raise PSError(f"ringps: worker {self.rank}: key {info.shown} is already "
+                              f"{known.dtype.name} with shape {known.shape}, cannot init it "
+                              f"as {info.dtype.name} with shape {info.shape}")
+        new = [info for info in infos if info.name not in self.keys]
+        placed = self.slicer.place([b for info in new for b in info.blocks])
+        for info in infos:       # a key seen before keeps its place (its blocks live there)
+            known = self.keys.get(info.name)
+            info.servers = known.servers if known else [placed[b.name] for b in info.blocks]
             self.keys[info.name] = info
         # Worker 0 stores the values; then every other worker checks its own view of each key
         # against what the servers hold, so a worker with a different shape fails here.
-        if self.rank == 0:
-            self.wait(self._init_requests(infos, items, send_values=True))
-        self.comm.barrier()
+        self._on_worker_zero(lambda: self.wait(self._init_requests(infos, items,
+                                                                   send_values=True)))
         if self.rank != 0:
             self.wait(self._init_requests(infos, items, send_values=False))
 
@@ -420,14 +428,18 @@ class KVStore:
         self._open()
         self.wait_all()
         self.comm.barrier()
+        self._on_worker_zero(lambda: self._write_checkpoint(str(path)))
+
+    def _on_worker_zero(self, step) -> None:
+        """Run `step` on worker 0 and tell every worker how it went (collective): all raise
+        the same error, or none does, and nobody waits for a worker 0 that failed."""
         message = np.zeros(4096, dtype=np.uint8)
         if self.rank == 0:
             try:
-                self._write_checkpoint(str(path))
+                step()
             except (PSError, OSError) as exc:
                 text = str(exc).encode()[:4095]
                 message[:len(text)] = np.frombuffer(text, dtype=np.uint8)
-                message[len(text):] = 0
                 message[-1] = 1
         import collectives
         collectives.broadcast(message, root=0, comm=self.comm, algorithm="direct")

@@ -401,3 +401,28 @@ def test_torch_tensors_are_values_too():
         assert torch.equal(rows.float(), torch.tensor([[kv.size] * 2, [kv.size] * 2, [0, 0]],
                                                       dtype=torch.float32))
     run_ps(body)
+
+
+def test_init_again_keeps_the_key_and_a_refused_init_fails_every_worker_at_once():
+    """Init of a known key keeps its value and place; a different shape is refused. When a
+    server refuses worker 0's init (a restored key that does not fit the job), every worker
+    gets the same error at once instead of waiting out the timeout for worker 0."""
+    folder = shared_tmpdir()
+
+    def first(kv):
+        kv.init("w", np.zeros(3))
+        kv.wait(kv.push("w", np.ones(3)))
+        kv.init("w", np.zeros(3))
+        assert (kv.wait(kv.pull("w", np.empty(3))) == kv.size).all()
+        with pytest.raises(ps.PSError, match=r"already float64 with shape \(3,\)"):
+            kv.init("w", np.zeros(4))
+        kv.checkpoint(folder)
+
+    def resumed(kv):
+        with pytest.raises(ps.PSError, match="worker 0: init failed.*rows 3, the job inits 4"):
+            kv.init("w", np.zeros(4))
+
+    run_ps(first)
+    run_ps(resumed, restore=folder)
+    if WORLD.rank == 0:
+        shutil.rmtree(folder)
