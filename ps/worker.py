@@ -9,7 +9,8 @@
     rows = kv.wait(kv.pull_rows("emb", ids))
 
 Keys are names or ints; values numpy arrays or CPU torch tensors (viewed, never copied: a
-pushed gradient must stay unchanged until its handle is waited). Each key is cut into
+pushed gradient must stay unchanged until its handle is waited), or device arrays (CuPy,
+CUDA torch tensors), which go through host memory (not yet run on a GPU). Each key is cut into
 blocks that a slicer places on the server shards (sharding.py); a push or pull is one
 message per block, all in flight at once. Errors a server reports (a gradient of the
 wrong shape or dtype, an unknown key) are raised by `wait`, naming the worker, the server
@@ -161,6 +162,8 @@ class KVStore:
         handle = Handle("init")
         for info, (_, value) in zip(infos, items):
             flat = arrays.as_buffer(value, writable=False).array
+            if send_values and arrays.is_device(flat):
+                flat = flat.get()                       # the servers take host bytes
             for block, server in zip(info.blocks, info.servers):
                 meta = {**info.meta, "rows": block.stop - block.start}
                 payloads = [flat[block.start * info.width:block.stop * info.width]] \
@@ -182,7 +185,7 @@ class KVStore:
         info = self._info(key)
         flat = self._check(info, out, "pull into", writable=True)
         handle = Handle(f"pull of key {info.shown}")
-        self._pull_blocks(handle, info, flat)
+        self._pull_blocks(handle, info, self._landing(handle, flat))
         handle.result = out
         return self._track(handle)
 
@@ -192,13 +195,23 @@ class KVStore:
         info = self._info(key)
         flat_grad = self._check(info, grad, "push", writable=False)
         flat_out = self._check(info, out, "pull into", writable=True)
-        if np.shares_memory(flat_grad, flat_out):
+        if not arrays.is_device(flat_out) and np.shares_memory(flat_grad, flat_out):
             flat_grad = flat_grad.copy()
         handle = Handle(f"push_pull of key {info.shown}")
         self._push_blocks(handle, info, flat_grad)
-        self._pull_blocks(handle, info, flat_out)
+        self._pull_blocks(handle, info, self._landing(handle, flat_out))
         handle.result = out
         return self._track(handle)
+
+    @staticmethod
+    def _landing(handle: Handle, flat):
+        """Where a pull's bytes land: `flat` itself, or for device memory a host buffer
+        copied up once the pull is complete (servers are host processes)."""
+        if not arrays.is_device(flat):
+            return flat
+        host = np.empty(flat.shape, dtype=flat.dtype)
+        handle.after.append(lambda: arrays.copy(flat, host))
+        return host
 
     def _push_blocks(self, handle, info, flat) -> None:
         for block, server in zip(info.blocks, info.servers):
@@ -391,6 +404,8 @@ class KVStore:
         if buffer.array.size != info.rows * info.width:
             raise PSError(f"ringps: worker {self.rank}: {what} of key {info.shown} with shape "
                           f"{tuple(obj.shape)}, but the key has shape {info.shape}")
+        if buffer.device and not writable:      # a pushed device array: its bytes, on the host
+            return buffer.array.get()
         return buffer.array
 
     def _like(self, info: KeyInfo, array: np.ndarray):

@@ -131,3 +131,20 @@ def test_device_buffers_through_the_parameter_server(comm, algorithm):
     finally:
         kv.shutdown()
 
+
+
+def test_kv_values_on_the_device(comm):
+    """CuPy values go through host memory to the servers and back into device memory."""
+    import ps
+    if comm.size < 2:
+        pytest.skip("a PS needs a server and a worker")
+    kv = ps.init(servers=1, exit_server=False, timeout=120)
+    if kv is None:
+        return
+    try:
+        w = cupy.zeros(1000, cupy.float32)
+        kv.init("w", w)
+        kv.wait(kv.push_pull("w", cupy.full(1000, kv.rank + 1.0, cupy.float32), w))
+        assert (cupy.asnumpy(w) == kv.size * (kv.size + 1) / 2).all()
+    finally:
+        kv.shutdown()
