@@ -115,9 +115,8 @@ def test_torch_cuda_tensors_reduce_in_place(comm):
     assert torch.all(t == comm.size * (comm.size + 1) / 2)
 
 
-@pytest.mark.parametrize("algorithm", ["ps", "hierarchical"])
-def test_device_buffers_through_the_parameter_server(comm, algorithm):
-    """GPU in-node, the PS step staged through pinned host memory."""
+def with_ps(comm, body):
+    """Run body(kv) on the workers of a one-server PS (server ranks serve, then return)."""
     import ps
     if comm.size < 2:
         pytest.skip("a PS needs a server and a worker")
@@ -125,26 +124,26 @@ def test_device_buffers_through_the_parameter_server(comm, algorithm):
     if kv is None:
         return
     try:
-        x = cupy.full(100_003, kv.rank + 1.0, cupy.float32)
-        C.allreduce(x, algorithm=algorithm, comm=kv.comm)
-        assert (cupy.asnumpy(x) == kv.size * (kv.size + 1) / 2).all()
+        body(kv)
     finally:
         kv.shutdown()
 
+
+@pytest.mark.parametrize("algorithm", ["ps", "hierarchical"])
+def test_device_buffers_through_the_parameter_server(comm, algorithm):
+    """GPU in-node, the PS step staged through pinned host memory."""
+    def body(kv):
+        x = cupy.full(100_003, kv.rank + 1.0, cupy.float32)
+        C.allreduce(x, algorithm=algorithm, comm=kv.comm)
+        assert (cupy.asnumpy(x) == kv.size * (kv.size + 1) / 2).all()
+    with_ps(comm, body)
 
 
 def test_kv_values_on_the_device(comm):
     """CuPy values go through host memory to the servers and back into device memory."""
-    import ps
-    if comm.size < 2:
-        pytest.skip("a PS needs a server and a worker")
-    kv = ps.init(servers=1, exit_server=False, timeout=120)
-    if kv is None:
-        return
-    try:
+    def body(kv):
         w = cupy.zeros(1000, cupy.float32)
         kv.init("w", w)
         kv.wait(kv.push_pull("w", cupy.full(1000, kv.rank + 1.0, cupy.float32), w))
         assert (cupy.asnumpy(w) == kv.size * (kv.size + 1) / 2).all()
-    finally:
-        kv.shutdown()
+    with_ps(comm, body)
