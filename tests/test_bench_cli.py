@@ -78,6 +78,8 @@ def test_suite_writes_report_with_plots(tmp_path):
     assert "GPU0" in report and "| ring |" in report and "median error" in report
     assert json.loads(stored.read_text())["beta"] > 0          # the local model was calibrated
     assert (folder / "calibration.csv").exists()
+    again = bench("calibrate", str(folder), env={"RINGPS_LOCAL_TOPOLOGY": str(stored)})
+    assert again.returncode == 0 and "median error" in again.stdout, again.stderr
 
 
 def test_ddp_step_under_every_algorithm_and_gloo(tmp_path):

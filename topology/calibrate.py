@@ -71,10 +71,11 @@ class Calibration:
 
 
 def usable_rows(rows: list[dict]) -> list[dict]:
-    """Measured rows of ringps's own algorithms on 2+ ranks: not the baselines, and not
-    `auto`, which is whichever of the others it picked."""
-    from collectives import COLLECTIVES
-    known = set(modelled_algorithms())
+    """Measured rows of ringps's own algorithms on 2+ ranks: not the baselines, not `auto`,
+    which is whichever of the others it picked, and not the PS strategies, whose servers
+    live on ranks the `local` topology does not describe."""
+    from collectives import COLLECTIVES, NEED_SERVERS
+    known = set(modelled_algorithms()) - set(NEED_SERVERS)
     return [r for r in rows if r.get("collective", "allreduce") in COLLECTIVES
             and r["algo"] in COLLECTIVES[r.get("collective", "allreduce")]
             and (r.get("collective", "allreduce") != "allreduce" or r["algo"] in known)
@@ -116,10 +117,12 @@ def _label(row: dict) -> str:
 
 
 def read_rows(folder: str | Path) -> list[dict]:
+    """Measured rows of every bench CSV in `folder` (rows without a time, such as a suite's
+    own calibration.csv of model points, are not measurements)."""
     rows = []
     for path in sorted(Path(folder).glob("*.csv")):
         with open(path) as f:
-            rows += list(csv.DictReader(f))
+            rows += [r for r in csv.DictReader(f) if r.get("time_us")]
     if not rows:
         raise TopologyError(f"no bench CSV files in {folder}")
     return rows
