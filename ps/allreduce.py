@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from collectives import ops, partition
+from collectives import arrays, ops, partition
 from collectives.context import Context
 from collectives.schedule import CompactSchedule, Schedule, chunk_nbytes, exchange
 
@@ -36,12 +36,7 @@ def allreduce(x: np.ndarray, ctx: Context) -> None:
     from .service import current           # (mpi4py only when run, never to price a schedule)
     kv = current()
     group = _group_of(ctx.comm, kv)
-    staged = ctx.host_scratch(len(x)) if ctx.device else x    # servers are host processes
-    if ctx.device:
-        ctx.copy(staged, x)
-    _through_servers(kv, staged, ctx, (group, "ps"), ctx.comm.size, _sum_op(ctx))
-    if ctx.device:
-        ctx.copy(x, staged)
+    _through_servers(kv, x, ctx, (group, "ps"), ctx.comm.size, _sum_op(ctx))
     ctx.finalize(x)
 
 
@@ -65,9 +60,16 @@ def _next_seq(comm) -> int:
     return comm._ps_seq
 
 
-def _through_servers(kv, x: np.ndarray, ctx: Context, group, expected: int, op) -> None:
+def _through_servers(kv, x, ctx: Context, group, expected: int, op) -> None:
     """Send every part of x to its server; each reply (the reduction over `expected`
-    contributors of that part) lands back in x."""
+    contributors of that part) lands back in x. Device memory goes through pinned host
+    memory: the servers are host processes."""
+    if arrays.is_device(x):
+        staged = arrays.pinned(len(x), x.dtype)
+        arrays.copy(staged, x)
+        _through_servers(kv, staged, ctx, group, expected, op)
+        arrays.copy(x, staged)
+        return
     seq = _next_seq(ctx.comm)
     k = kv.servers
     nbytes = x.nbytes
@@ -78,7 +80,7 @@ def _through_servers(kv, x: np.ndarray, ctx: Context, group, expected: int, op) 
     for p, (a, b) in enumerate(bounds):
         server = p % k
         dest = kv.server_ranks[server]
-        rid = kv._next_rid()
+        rid = kv.next_rid()
         header = {"op": "allreduce", "rid": rid, "group": group, "seq": seq, "part": p,
                   "expected": expected, "dtype": ctx.dtype.name, "reduce": op.name,
                   "payload": [(b - a) * ctx.dtype.itemsize], "expects_payload": True}

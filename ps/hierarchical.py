@@ -46,27 +46,18 @@ def allreduce(x: np.ndarray, ctx: Context) -> None:
     if _uniform(comm):
         ring.reduce_scatter(x, inner)
         a, b = inner.chunks(len(x))[node.rank]
-        _across_nodes(kv, x[a:b], ctx, outer, (group, "hierarchical", node.rank), op)
+        _through_servers(kv, x[a:b], outer, (group, "hierarchical", node.rank),
+                         comm.num_nodes, op)
         ring.allgather(x, inner)
     else:
         ring.reduce(x, inner, 0)
         if node.rank == 0:
-            _across_nodes(kv, x, ctx, outer, (group, "hierarchical-leaders"), op)
+            _through_servers(kv, x, outer, (group, "hierarchical-leaders"), comm.num_nodes,
+                             op)
         else:
             _next_seq(comm)                  # stay in step with the leaders' call count
         ring.broadcast(x, inner, 0)
     ctx.finalize(x)
-
-
-def _across_nodes(kv, part, ctx: Context, outer: Context, group, op) -> None:
-    """The PS step on this rank's part; device memory goes through pinned host memory (MPI
-    across nodes, as the servers are host processes)."""
-    staged = ctx.host_scratch(len(part)) if ctx.device else part
-    if ctx.device:
-        ctx.copy(staged, part)
-    _through_servers(kv, staged, outer, group, ctx.comm.num_nodes, op)
-    if ctx.device:
-        ctx.copy(part, staged)
 
 
 def allreduce_pattern(n: int, count: int, itemsize: int, root: int = 0,

@@ -74,6 +74,7 @@ class Handle:
         self.result = None
         self.done = False
         self.versions: dict[str, int] = {}    # key name -> lowest version among its blocks
+        self.first_rid = 0                    # the id of its first request
 
 
 class KVStore:
@@ -95,7 +96,7 @@ class KVStore:
         self.versions: dict[str, int] = {}
         self.closed = False
         self._rid = 0
-        self._pending: set[Handle] = set()
+        self._pending: dict[Handle, None] = {}    # in issue order: the oldest is first
         n = len(server_ranks)
         self._stats = {"requests": [0] * n, "bytes_sent": [0] * n, "bytes_received": [0] * n}
 
@@ -300,7 +301,7 @@ class KVStore:
             return handle.result
         results = self._complete(handle)
         handle.done = True
-        self._pending.discard(handle)
+        self._pending.pop(handle, None)
         problems = []
         for index, server, block, name in handle.replies:
             answer = results[index]
@@ -346,7 +347,8 @@ class KVStore:
 
     def _send(self, handle: Handle, server: int, header: dict, payloads, out=None) -> None:
         dest = self.server_ranks[server]
-        rid = self._next_rid()
+        rid = self.next_rid()
+        handle.first_rid = handle.first_rid or rid
         header["rid"] = rid
         header["payload"] = [p.nbytes for p in payloads]
         header["expects_payload"] = out is not None
@@ -365,14 +367,17 @@ class KVStore:
         self._stats["bytes_sent"][server] += sent
         self._stats["bytes_received"][server] += received
 
-    def _next_rid(self) -> int:
-        if len(self._pending) >= protocol.SLOTS // 2:
-            self.wait(min(self._pending, key=id))
+    def next_rid(self) -> int:
+        """A fresh request id whose reply tags no waiting request still uses: ids wrap
+        every SLOTS, so the oldest handles are waited for first when the ids come round."""
+        while self._pending and \
+                self._rid + 1 - next(iter(self._pending)).first_rid >= protocol.SLOTS:
+            self.wait(next(iter(self._pending)))
         self._rid += 1
         return self._rid
 
     def _track(self, handle: Handle) -> Handle:
-        self._pending.add(handle)
+        self._pending[handle] = None
         return handle
 
     def _record(self, handle: Handle) -> None:
