@@ -202,7 +202,7 @@ class Server:
         if entry is None or not self._check_grad(entry, header, source, entry.nbytes(), "push"):
             return
         grad = entry.compute(data.view(entry.dtype.storage).reshape(entry.value.shape))
-        entry.push(self.worker_of[source], None, np.array(grad, copy=True))
+        entry.push(self.worker_of[source], None, grad)   # no copy: `data` is its own buffer
         self.reply(source, header, {"ok": True})      # received; applied or queued
         self._retry(entry)
 
@@ -215,7 +215,7 @@ class Server:
                                                 "push_rows"):
             return
         grad = entry.compute(data.view(entry.dtype.storage).reshape(len(rows), entry.meta["width"]))
-        entry.push(self.worker_of[source], rows, np.array(grad, copy=True))
+        entry.push(self.worker_of[source], rows, grad)   # no copy: `data` is its own buffer
         self.reply(source, header, {"ok": True})      # received; applied or queued
         self._retry(entry)
 
