@@ -1,7 +1,8 @@
 """Everything one collective call needs, handed to the algorithm: where bytes go (transport),
 who we are (rank, size), and how to reduce (dtype, op). Algorithms take `(x, ctx)` and never
 look further (the flat ones use the transport alone; `hierarchical` and `ps` reach the node
-groups and the parameter server through `ctx.comm`), which is what lets the same code run on any communicator or transport."""
+groups and the parameter server through `ctx.comm`), which is what lets the same code run on
+any communicator or transport."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace

@@ -1,8 +1,8 @@
 """ps: allreduce through the parameter server's shards (BytePS's summation service).
 
-Every worker cuts its buffer into parts (4 segments each, 4 MiB by default as in BytePS,
-at least one per server); part p goes to server p mod k, which reduces the W copies as they arrive and sends
-the result back to each worker. No keys, no state: the server only sums.
+Every worker cuts its buffer into parts (4 segments each, 4 MiB by default as in BytePS, at
+least one per server); part p goes to server p mod k, which reduces the W copies as they
+arrive and sends the result back to each worker. No keys, no state: the server only sums.
 
     step  transfers                                 bytes
     0     worker i -> server (p mod k), part p       S from every worker, S/k into each server

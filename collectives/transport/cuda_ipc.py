@@ -16,10 +16,11 @@ only small tokens, in order:
       receiver  token -> receive into pinned staging (or the host buffer itself) -> copy or
                 reduce into the destination
 
-The transport duplicates its communicator. Sends and receives between two ranks are
-numbered (both sides count), and each transfer's data and ack use a tag made from its number, so tokens may be handled in any order without
-a reply landing on the wrong transfer. Waits poll, and time out naming the peer, like the
-MPI transport, whose control plane (metadata exchange, barrier) this one reuses.
+The transport duplicates its communicator. Sends and receives between two ranks are numbered
+(both sides count), and each transfer's data and ack use a tag made from its number, so
+tokens may be handled in any order without a reply landing on the wrong transfer. Waits
+poll, and time out naming the peer, like the MPI transport, whose control plane (metadata
+exchange, barrier) this one reuses.
 """
 from __future__ import annotations
 
