@@ -14,8 +14,9 @@ from .ops import OP_NAMES
 from .registry import ALGORITHMS, COLLECTIVES, NEED_SERVERS, flat_algorithms
 
 __all__ = ["ALGORITHMS", "COLLECTIVES", "Communicator", "DTYPE_NAMES", "InputError",
-           "MismatchError", "NEED_SERVERS", "flat_algorithms", "OP_NAMES", "PeerTimeout", "allgather", "allreduce", "broadcast",
-           "chunk", "default_comm", "init", "rank", "reduce", "reduce_scatter", "size"]
+           "MismatchError", "NEED_SERVERS", "OP_NAMES", "PeerTimeout", "allgather",
+           "allreduce", "broadcast", "chunk", "default_comm", "flat_algorithms", "init",
+           "rank", "reduce", "reduce_scatter", "size"]
 
 
 def __getattr__(name):
