@@ -69,6 +69,10 @@ def build_parser() -> Parser:
         p.add_argument("-e", "--maxbytes", type=_size, default=_size("64M"))
         p.add_argument("-f", "--stepfactor", type=int, default=4)
         p.add_argument("--op", default="sum", help=f"one of {', '.join(C.OP_NAMES)}")
+        if name == "allreduce":
+            p.add_argument("--rings", help="also measure `ring` over this ring layout, in the "
+                           "same run, as ring[LAYOUT]: 'bidirectional' or orders with weights, "
+                           "e.g. 0-1-2-3:2,0-3-2-1:1 (see collectives/rings.py)")
         _common(p)
     p = sub.add_parser("d2l", help="the d2l Parameter Servers table, measured here")
     p.add_argument("--size", type=_size, default=_size("160MB"))
@@ -102,6 +106,8 @@ def build_parser() -> Parser:
     p.add_argument("--ranks", type=int, help="ranks to model (default: every GPU of the topology)")
     p.add_argument("--size", type=_size, default=_size("160MB"))
     p.add_argument("--algo", default="all", help="algorithms, comma-separated, or 'all'")
+    p.add_argument("--rings", help="price `ring` over this ring layout instead of the "
+                   "topology's own (see collectives/rings.py; 'rank-order': the plain ring)")
     p.add_argument("--json", action="store_true", help="one JSON object per result on stdout")
     p = sub.add_parser("calibrate", help="fit the `local` topology to a results folder's "
                                          "measurements (no MPI needed)")

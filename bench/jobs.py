@@ -87,14 +87,27 @@ def _title(comm, what: str) -> str:
     return f"ringps {what}: {comm.size} ranks on {comm.num_nodes} node(s)"
 
 
+def _ring_layouts(comm, args, names: list[str]) -> dict:
+    """{"ring[LAYOUT]": ("ring", a communicator with that layout)} for allreduce --rings, so
+    the plain ring and the layout are measured side by side in one run."""
+    text = getattr(args, "rings", None)
+    if not text or "ring" not in names:
+        return {}
+    from collectives.comm import Communicator
+    layout_comm = Communicator(comm.mpi, timeout=comm.timeout, servers=0, rings=text,
+                               _node_of_rank=comm.node_of_rank)
+    return {f"ring[{text}]": ("ring", layout_comm)}
+
+
 def sweep_section(comm, args, out: Output, collective: str) -> dict:
     definition = DEFINITIONS[collective]
     sizes = size_range(args.minbytes, args.maxbytes, args.stepfactor)
     names = algorithms(args, collective)
     baselines = _baselines(comm, args, out)
-    bar = out.progress(len(sizes) * (len(names) + len(baselines)), collective)
+    layouts = _ring_layouts(comm, args, names)
+    bar = out.progress(len(sizes) * (len(names) + len(baselines) + len(layouts)), collective)
     rows = run_sweep(comm, definition, sizes, dtype=args.dtype, op=getattr(args, "op", "sum"),
-                     algorithms=names, baselines=baselines, iters=args.iters,
+                     algorithms=names, baselines=baselines, others=layouts, iters=args.iters,
                      warmup=args.warmup, check=args.check, metadata_check=args.metadata_check,
                      progress=bar, notes=out.notes)
     if bar is not None:

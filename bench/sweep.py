@@ -3,6 +3,8 @@ each timed by the harness and checked by its definition. Produces rows (dicts) w
 columns every output (table, CSV, JSON, plots) uses."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 import collectives as C
@@ -20,8 +22,10 @@ def itemsize(dtype: str) -> int:
 
 
 def run_sweep(comm, definition: Definition, sizes, *, dtype="float32", op="sum", algorithms,
-              baselines=(), iters=None, warmup=2, check=True, metadata_check=False,
-              progress=None, notes=None) -> list[dict]:
+              baselines=(), others=None, iters=None, warmup=2, check=True,
+              metadata_check=False, progress=None, notes=None) -> list[dict]:
+    """`others`: {label: (algorithm, communicator)}, an algorithm measured on another
+    communicator of the same ranks (the ring over a ring layout), reported as `label`."""
     rows = []
     for nbytes in sizes:
         count = nbytes // itemsize(dtype)
@@ -34,6 +38,8 @@ def run_sweep(comm, definition: Definition, sizes, *, dtype="float32", op="sum",
                 if notes is not None:
                     notes.add(f"{baseline.name} {definition.name} {dtype}: {why}")
         runs += [(name, definition.ringps(case, name, metadata_check)) for name in algorithms]
+        runs += [(label, definition.ringps(replace(case, comm=other), name, metadata_check))
+                 for label, (name, other) in (others or {}).items()]
         size_rows = []
         for name, run in runs:
             timing = measure(run, comm, auto_iters(nbytes, iters), warmup)

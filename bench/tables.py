@@ -27,7 +27,10 @@ def header(title: str) -> str:
 
 
 def line(row: dict) -> str:
-    return "".join(cell.rjust(width) for cell, (_, width) in zip(_cells(row), COLUMNS))
+    """Cells right-aligned in their columns; one too wide for its column (ring[LAYOUT])
+    still gets a space before it."""
+    return "".join(cell.rjust(width) if len(cell) < width else " " + cell
+                   for cell, (_, width) in zip(_cells(row), COLUMNS))
 
 
 def markdown(rows: list[dict], columns=None) -> str:

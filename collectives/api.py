@@ -20,7 +20,7 @@ _default = None
 def init(comm=None, **settings):
     """Set (and return) the default Communicator: an mpi4py communicator or a Communicator.
 
-    settings: ranks_per_node, servers, placement, timeout (see Communicator).
+    settings: ranks_per_node, servers, placement, timeout, rings (see Communicator).
     With servers=S (or RINGPS_SERVERS=S) S ranks become parameter-server shards: on them
     this call serves until every worker has finished, then ends the process cleanly; on
     the workers it returns the workers' Communicator, on which every algorithm runs and
@@ -102,12 +102,12 @@ def _run(collective: str, buf, *, op, algorithm: str, comm, root: int, check, se
     if buffer.device:
         from . import streams
         ctx = Context(comm.device_transport(), comm.rank, comm.size, buffer.dtype, reduce_op,
-                      segment_bytes, comm, device=True)
+                      segment_bytes, comm, device=True, rings=getattr(comm, "rings", None))
         with streams.dedicated(buffer):
             function(buffer.array, ctx, *args)
     else:
         ctx = Context(comm.transport, comm.rank, comm.size, buffer.dtype, reduce_op,
-                      segment_bytes, comm)
+                      segment_bytes, comm, rings=getattr(comm, "rings", None))
         function(buffer.array, ctx, *args)
     return buffer
 

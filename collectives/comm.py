@@ -8,7 +8,9 @@ never meets the caller's. From it come
 - `leaders`: one rank per node (local rank 0), None on the other ranks;
 - roles for the parameter server: with `servers=S`, S ranks are server shards
   (`placement="dedicated"`: the last S ranks; `"per-node"`: the last local rank of each of
-  the last S nodes) and `workers` is a communicator of the rest (None on servers).
+  the last S nodes) and `workers` is a communicator of the rest (None on servers);
+- `rings`: the ring layout `ring` allreduces over (rings.py: `rings=` or RINGPS_RINGS, one
+  ring in rank order by default), agreed by every rank when the communicator is made.
 
 Sub-communicators are Communicators too, so every algorithm runs on any of them.
 """
@@ -18,6 +20,7 @@ import os
 
 from mpi4py import MPI
 
+from .rings import LayoutError, RingLayout
 from .transport.mpi import MPITransport
 
 DEFAULT_TIMEOUT = 300.0
@@ -50,7 +53,8 @@ def assign_servers(node_of_rank: list[int], servers: int, placement: str) -> lis
 class Communicator:
     def __init__(self, mpi_comm: "MPI.Comm | None" = None, *, ranks_per_node: int | None = None,
                  servers: int | None = None, placement: str = "dedicated",
-                 timeout: float | None = None, _node_of_rank: list[int] | None = None):
+                 timeout: float | None = None, rings: str | None = None,
+                 _node_of_rank: list[int] | None = None):
         base = MPI.COMM_WORLD if mpi_comm is None else mpi_comm
         self.mpi = base.Dup()
         self.rank = self.mpi.Get_rank()
@@ -88,7 +92,33 @@ class Communicator:
         self.leaders = self if len(leaders) == self.size else self._split(
             0 if self.local_rank == 0 else None, leaders)
         self.workers = self if not servers else self._split(
-            0 if self.role == "worker" else None, self.worker_ranks)
+            0 if self.role == "worker" else None, self.worker_ranks,
+            os.environ.get("RINGPS_RINGS") if rings is None else rings)
+        # with servers the layout numbers the workers, and belongs to `workers`
+        self.rings = self._agreed_rings(rings) if not servers else None
+
+    def _agreed_rings(self, rings: str | None) -> RingLayout | None:
+        """The layout `rings` names (RINGPS_RINGS when None, for a communicator of the whole
+        job), checked on every rank: a rank whose layout is unreadable or differs from the
+        others' makes every rank raise, naming it. None for the plain ring."""
+        if rings is None and self.size == MPI.COMM_WORLD.Get_size():
+            rings = os.environ.get("RINGPS_RINGS")
+        try:
+            layout, problem = RingLayout.parse(rings, self.size), None
+        except LayoutError as exc:
+            layout, problem = None, str(exc)
+        seen = self.mpi.allgather((layout.text if layout else None, problem))
+        problems = {p: [r for r, (_, q) in enumerate(seen) if q == p] for _, p in seen if p}
+        if problems:
+            who = "; ".join(f"rank{'s' * (len(r) > 1)} {', '.join(map(str, r))}: {p}"
+                            for p, r in problems.items())
+            raise LayoutError(f"ringps: rank {self.rank}: bad ring layout ({who})")
+        texts = {text for text, _ in seen}
+        if len(texts) > 1:
+            who = "; ".join(f"rank {r}: {t}" for r, (t, _) in enumerate(seen))
+            raise LayoutError(f"ringps: rank {self.rank}: ranks disagree on the ring layout "
+                              f"({who})")
+        return None if layout.is_rank_order else layout
 
     def _discover_nodes(self, ranks_per_node: int | None) -> list[int]:
         """Node index of every rank, numbered in order of each node's lowest rank."""
@@ -101,12 +131,13 @@ class Communicator:
         shared.Free()
         return self.mpi.allgather(lowest)
 
-    def _split(self, color: int | None, members: list[int]) -> "Communicator | None":
+    def _split(self, color: int | None, members: list[int],
+               rings: str | None = "rank-order") -> "Communicator | None":
         """Communicator of the ranks passing the same color (None: not a member)."""
         sub = self.mpi.Split(MPI.UNDEFINED if color is None else color, self.rank)
         if color is None:
             return None
-        return Communicator(sub, timeout=self.timeout, servers=0,
+        return Communicator(sub, timeout=self.timeout, servers=0, rings=rings,
                             _node_of_rank=[self.node_of_rank[r] for r in members])
 
     def subset(self, ranks: list[int]) -> "Communicator | None":
@@ -124,7 +155,7 @@ class Communicator:
         group = self.mpi.Get_group().Incl(members)
         sub = self.mpi.Create_group(group)
         group.Free()
-        return Communicator(sub, timeout=self.timeout, servers=0,
+        return Communicator(sub, timeout=self.timeout, servers=0, rings="rank-order",
                             _node_of_rank=[self.node_of_rank[r] for r in members])
 
     def device_transport(self):

@@ -26,6 +26,8 @@ class Context:
     comm: object = None       # the Communicator, for strategies that need more than p2p
                               # (its node groups, or the PS servers behind it)
     device: bool = False      # the buffer is in device memory (scratch goes there too)
+    rings: object = None      # the communicator's RingLayout (rings.py) for `ring`; None:
+                              # one ring in rank order
 
     def combine(self, a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> None:
         ops.combine(self.op, self.dtype, a, b, out)

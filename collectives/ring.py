@@ -16,6 +16,11 @@ Pipelining: each chunk is cut into segments (segment_bytes). Segment j of step s
 as soon as segment j of step s has been reduced, and the receives of step s+1 are posted
 before step s is reduced, so the wire and the reduction overlap.
 
+Several rings (the communicator's ring layout, rings.py): the allreduce splits the buffer
+by the rings' weights and runs the table above on each part over its ring's rank order
+(r read as the rank's position in it), all rings at once, so each rank keeps all of its
+outgoing links busy: time 2(n-1)/n * S / (sum of the rings' bandwidths).
+
 Also here: `broadcast` and `reduce` as pipelined chains along the ring (root, root+1, ...):
 each segment is forwarded as soon as it arrives (or is reduced), so a chain of n ranks takes
 about S/B + (n-2) * segment/B rather than (n-1) * S/B.
@@ -25,15 +30,58 @@ from __future__ import annotations
 import numpy as np
 
 from .context import Context
-from .schedule import CompactSchedule, Schedule, Transfer, chunk_nbytes, ring
+from .rings import RingLayout
+from .schedule import CompactSchedule, Schedule, Together, Transfer, chunk_nbytes, ring
 
 
 def reduce_scatter(x: np.ndarray, ctx: Context) -> None:
     """Reduce in place; afterwards chunk ctx.rank of x holds the reduced chunk."""
-    n, r, t = ctx.size, ctx.rank, ctx.transport
+    _lockstep([_reduce_scatter_steps(x, ctx, range(ctx.size))])
+
+
+def allgather(x: np.ndarray, ctx: Context) -> None:
+    """Chunk r of x holds rank r's part on entry; every chunk holds everyone's on exit."""
+    _lockstep([_allgather_steps(x, ctx, range(ctx.size))])
+
+
+def allreduce(x: np.ndarray, ctx: Context) -> None:
+    """Over the communicator's ring layout (rings.py): one ring in rank order unless it
+    names several, in which case each ring reduces its share of x and all run at once."""
+    layout = ctx.rings
+    if layout is None or ctx.size == 1:
+        parts, orders = [(0, len(x))], [range(ctx.size)]
+    else:
+        parts, orders = layout.bounds(len(x)), layout.orders
+    _lockstep([_chain(_reduce_scatter_steps(x[a:b], ctx, order),
+                      _allgather_steps(x[a:b], ctx, order))
+               for (a, b), order in zip(parts, orders)])
+
+
+# ---- one ring, step by step --------------------------------------------------------------
+# Each generator posts its first transfers, yields, then yields again after every step, so
+# that `_lockstep` can keep several rings on the wire together: a wait in one ring lets MPI
+# progress the others. A ring over `order` is the table at the top with r read as the
+# rank's position in `order` and r+1, r-1 as its neighbours there.
+
+def _lockstep(runs) -> None:
+    """Advance every generator one step in turn until all are done."""
+    runs = list(runs)
+    while runs:
+        runs = [run for run in runs if next(run, StopIteration) is not StopIteration]
+
+
+def _chain(*runs):
+    for run in runs:
+        yield from run
+
+
+def _reduce_scatter_steps(x: np.ndarray, ctx: Context, order):
+    n, t = ctx.size, ctx.transport
+    order = list(order)
+    r = order.index(ctx.rank)
     chunks = ctx.chunks(len(x))
     if n > 1:
-        right, left = (r + 1) % n, (r - 1) % n
+        right, left = order[(r + 1) % n], order[(r - 1) % n]
         width = max(b - a for a, b in chunks)
         scratch = ctx.scratch(2 * width)
 
@@ -45,6 +93,7 @@ def reduce_scatter(x: np.ndarray, ctx: Context) -> None:
 
         sends = [t.isend(x[a:b], right) for a, b in ctx.segments(*chunks[(r - 1) % n])]
         receives = post_receives(0)
+        yield
         for step in range(n - 1):
             following = post_receives(step + 1) if step < n - 2 else []
             for request, (a, b) in zip(receives, ctx.segments(*chunks[(r - step - 2) % n])):
@@ -52,32 +101,31 @@ def reduce_scatter(x: np.ndarray, ctx: Context) -> None:
                 if step < n - 2:
                     sends.append(t.isend(x[a:b], right))
             receives = following
+            yield
         t.waitall(sends)
     a, b = chunks[r]
     ctx.finalize(x[a:b])
 
 
-def allgather(x: np.ndarray, ctx: Context) -> None:
-    """Chunk r of x holds rank r's part on entry; every chunk holds everyone's on exit."""
-    n, r, t = ctx.size, ctx.rank, ctx.transport
+def _allgather_steps(x: np.ndarray, ctx: Context, order):
+    n, t = ctx.size, ctx.transport
     if n == 1:
         return
+    order = list(order)
+    r = order.index(ctx.rank)
     chunks = ctx.chunks(len(x))
-    right, left = (r + 1) % n, (r - 1) % n
+    right, left = order[(r + 1) % n], order[(r - 1) % n]
     steps = [ctx.segments(*chunks[(r - step - 1) % n]) for step in range(n - 1)]
     receives = [[t.irecv(x[a:b], left) for a, b in segments] for segments in steps]
     sends = [t.isend(x[a:b], right) for a, b in ctx.segments(*chunks[r])]
+    yield
     for step, segments in enumerate(steps):
         for request, (a, b) in zip(receives[step], segments):
             t.wait(request)
             if step < n - 2:
                 sends.append(t.isend(x[a:b], right))
+        yield
     t.waitall(sends)
-
-
-def allreduce(x: np.ndarray, ctx: Context) -> None:
-    reduce_scatter(x, ctx)
-    allgather(x, ctx)
 
 
 def broadcast(x: np.ndarray, ctx: Context, root: int = 0) -> None:
@@ -139,8 +187,18 @@ def allgather_pattern(n: int, count: int, itemsize: int, root: int = 0) -> Compa
     return CompactSchedule([ring(range(n), chunks, n - 1, first=0)])
 
 
-def allreduce_pattern(n: int, count: int, itemsize: int, root: int = 0) -> CompactSchedule:
-    return reduce_scatter_pattern(n, count, itemsize) + allgather_pattern(n, count, itemsize)
+def allreduce_pattern(n: int, count: int, itemsize: int, root: int = 0,
+                      rings=None) -> CompactSchedule:
+    """The plain ring; with `rings` (a RingLayout or its text, rings.py) every ring of the
+    layout does the same over its order and its part of the buffer, all in lockstep."""
+    layout = RingLayout.parse(rings, n) if isinstance(rings, str) else rings
+    if layout is None or layout.is_rank_order or n == 1:
+        return reduce_scatter_pattern(n, count, itemsize) + allgather_pattern(n, count, itemsize)
+    chunks = [chunk_nbytes(b - a, n, itemsize) for a, b in layout.bounds(count)]
+    return CompactSchedule([
+        Together(tuple(ring(o, c, n - 1, first=-1, reduce=True)
+                       for o, c in zip(layout.orders, chunks))),
+        Together(tuple(ring(o, c, n - 1, first=0) for o, c in zip(layout.orders, chunks)))])
 
 
 def reduce_scatter_schedule(n: int, count: int, itemsize: int, root: int = 0) -> Schedule:
@@ -151,8 +209,9 @@ def allgather_schedule(n: int, count: int, itemsize: int, root: int = 0) -> Sche
     return allgather_pattern(n, count, itemsize).expand()
 
 
-def allreduce_schedule(n: int, count: int, itemsize: int, root: int = 0) -> Schedule:
-    return allreduce_pattern(n, count, itemsize).expand()
+def allreduce_schedule(n: int, count: int, itemsize: int, root: int = 0,
+                       rings=None) -> Schedule:
+    return allreduce_pattern(n, count, itemsize, rings=rings).expand()
 
 
 def broadcast_schedule(n: int, count: int, itemsize: int, root: int = 0) -> Schedule:

@@ -19,6 +19,8 @@ as the algorithms think of it, so that a 4096-rank ring (33M transfers) is two o
     Exchange   1          in each group (senders, receivers, nbytes), every sender -> every
                           receiver but itself: nbytes[j] for the j-th receiver
                           (by="receiver") or for the j-th sender (by="sender")
+    Together   theirs     patterns of equal step counts in lockstep: step t is all of their
+                          steps t (several rings at once, each with its share of the buffer)
 
 `gather`, `scatter` and `exchange` build Exchanges (a gather is an exchange with one
 receiver). `expand()` turns a CompactSchedule into the Schedule with the very same
@@ -130,6 +132,25 @@ class Exchange:
                 step += [Transfer(s, d, nbytes[j] if by_receiver else nbytes[i], self.reduce)
                          for j, d in enumerate(receivers) if d != s]
         yield step
+
+
+@dataclass(frozen=True)
+class Together:
+    """Patterns with the same number of steps, run in lockstep: step t moves every one of
+    their transfers of step t (the rings of a multi-ring layout, each carrying its part)."""
+    parts: tuple
+
+    def __post_init__(self):
+        if len({p.step_count for p in self.parts}) > 1:
+            raise ValueError("Together: every pattern needs the same number of steps")
+
+    @property
+    def step_count(self) -> int:
+        return self.parts[0].step_count if self.parts else 0
+
+    def expand(self):
+        for steps in zip(*(p.expand() for p in self.parts)):
+            yield [t for step in steps for t in step]
 
 
 def ring(members, chunks, steps: int, first: int = 0, reduce: bool = False) -> Ring:

@@ -24,11 +24,34 @@ def test_d2l_4gpu_pcie_table_from_first_principles(evaluator, algo, d2l_ms):
 
 
 @pytest.mark.parametrize("evaluator", ["closed-form", "simulate"])
-def test_single_ring_on_dgx1_rides_the_double_nvlinks(evaluator):
-    """Our ring is one ring in rank order, which on d2l's DGX-1 is the ring of double NVLinks
-    (36 GB/s): 2(n-1)/n * S / 36 GB/s. d2l's ~6 ms uses both rings at once (54 GB/s)."""
-    seconds = predict(preset("dgx1-v100"), "ring", MB160, evaluator=evaluator)
-    assert seconds == pytest.approx(2 * 7 / 8 * MB160 / 36e9, rel=0.01)
+def test_dgx1_ring_runs_both_nvlink_rings_at_once(evaluator):
+    """d2l's DGX-1 declares its two rings (double and single NVLinks) as its ring layout, so
+    `ring` splits the buffer 2:1 across them: each GPU sends 2(n-1)/n * S over 3 x 18 GB/s,
+    plus one link latency per step. The plain ring in rank order rides the double links
+    alone (36 GB/s)."""
+    t = preset("dgx1-v100")
+    both = predict(t, "ring", MB160, evaluator=evaluator)
+    assert both == pytest.approx(2 * 7 / 8 * MB160 / 54e9 + 14 * 1e-6, rel=1e-3)
+    plain = predict(t, "ring", MB160, evaluator=evaluator, rings="rank-order")
+    assert plain == pytest.approx(2 * 7 / 8 * MB160 / 36e9 + 14 * 1e-6, rel=1e-3)
+    # d2l's 2 * 160 MB / (3 * 18 GB/s) = 5.93 ms leaves out the ring's (n-1)/n = 7/8
+    d2l_formula = 2 * MB160 / (3 * 18e9)
+    assert both == pytest.approx(d2l_formula * 7 / 8, rel=0.05)
+    assert predict(t, "ring", MB160, ranks=4, evaluator=evaluator) == \
+        pytest.approx(predict(t, "ring", MB160, ranks=4, evaluator=evaluator, rings=None))
+
+
+def test_bench_model_prints_the_ring_beside_d2l_with_the_factor_it_drops():
+    out = subprocess.run([sys.executable, "-m", "bench", "model", "--preset", "dgx1-v100",
+                          "--algo", "ring"], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    assert "ring(rank order)" in out and "7/8 of that: 5.19 ms" in out
+    rows = subprocess.run([sys.executable, "-m", "bench", "model", "--preset", "dgx1-v100",
+                           "--algo", "ring", "--rings", "bidirectional", "--json"], cwd=ROOT,
+                          capture_output=True, text=True, check=True).stdout
+    rows = {r["algo"]: r for r in map(json.loads, rows.splitlines())}
+    assert rows["ring"]["rings"] == "bidirectional" and rows["ring"]["d2l_seconds"] is None
+    assert rows["ring"]["seconds"] < rows["ring(rank order)"]["seconds"]
 
 
 def test_incast_and_extra_endpoint_come_from_the_links():
@@ -84,6 +107,7 @@ def test_json_round_trip_predicts_the_same(tmp_path):
     t = preset("dgx1-v100")
     fileformat.save(t, tmp_path / "dgx1.json")
     again = fileformat.load(tmp_path / "dgx1.json")
+    assert again.rings == t.rings and again.rings.count(",") == 1
     for algo in modelled_algorithms():
         assert predict(again, algo, MB160) == pytest.approx(predict(t, algo, MB160))
 
@@ -102,6 +126,10 @@ def test_bad_topologies_are_named():
         preset("dgx-h100", nodes=0)
     with pytest.raises(TopologyError, match="cannot model 9"):
         predict(preset("d2l-4gpu-pcie"), "ring", 100, ranks=9)
+    data = fileformat.to_dict(preset("d2l-4gpu-pcie"))
+    data["rings"] = "0-1-2-3,0-1-3-2"
+    with pytest.raises(TopologyError, match="rings: rings 1 and 2 both send from rank 0"):
+        fileformat.from_dict(data)
 
 
 def test_bench_model_cli_json():

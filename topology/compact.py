@@ -19,12 +19,15 @@ runs (chunk_bounds gives at most two sizes), so the busiest such link at step t 
 runs, run size / (the narrowest bandwidth among the members sending that run at t): a
 sliding window over the members, read from a sparse table. Links crossed by several
 members are summed per step directly.
+
+Together (the rings of a multi-ring layout in lockstep) is expanded and priced step by step:
+n transfers per ring per step, which is quick for the boxes such layouts describe.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from collectives.schedule import Exchange, Ring
+from collectives.schedule import Exchange, Ring, Together
 
 from .model import Topology, sites, step_time
 
@@ -262,4 +265,5 @@ def _ring(topology: Topology, pattern: Ring, ranks: int, locations: dict) -> flo
     return float(np.sum((path + busiest + topology.gamma * reduced)[moving]))
 
 
-PRICES = {Exchange: _exchange, Ring: _ring}
+PRICES = {Exchange: _exchange, Ring: _ring,
+          Together: _expanded}    # several rings at once share no pattern: priced step by step

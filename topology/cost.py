@@ -17,8 +17,14 @@ The hook for strategies with settings (a parameter server's server count, ranks 
 with `ranks_per_node` ranks each (e.g. {"ps(1 server)": {"servers": 1}, "ps(n servers)":
 {"servers": nodes}}); labels stay the same from one node count to the next, values may
 follow it. A module without the hook is drawn once, as itself, with no variant.
+
+A topology that declares a ring layout (several rings over its ranks: d2l's DGX-1) has
+`ring` priced over it, as a job run with that layout (RINGPS_RINGS) would move its bytes;
+`rings="rank-order"` prices the plain ring instead.
 """
 from __future__ import annotations
+
+import inspect
 
 from collectives import ALGORITHMS
 
@@ -26,6 +32,18 @@ from .model import Topology, TopologyError, closed_form
 from .simulate import simulate
 
 EVALUATORS = {"closed-form": closed_form, "simulate": simulate}
+
+
+def ring_layout(topology: Topology, algorithm: str, ranks: int,
+                any_layout: bool = False) -> dict:
+    """{"rings": the topology's layout} where `algorithm` runs over ring layouts and the
+    topology declares one for the ranks modelled (all of its ranks), else {}. any_layout:
+    whether the algorithm takes a layout at all ({"rings": None} if so)."""
+    pattern = getattr(ALGORITHMS[algorithm], "allreduce_pattern", None)
+    takes = pattern is not None and "rings" in inspect.signature(pattern).parameters
+    if takes and topology.rings and ranks == len(topology.ranks):
+        return {"rings": topology.rings}
+    return {"rings": None} if takes and any_layout else {}
 
 
 def schedule_for(algorithm: str, ranks: int, count: int, itemsize: int, **variant):
@@ -48,6 +66,7 @@ def predict(topology: Topology, algorithm: str, nbytes: int, ranks: int | None =
         raise TopologyError(f"size must be >= 0 bytes, got {nbytes}")
     if evaluator not in EVALUATORS:
         raise TopologyError(f"unknown evaluator {evaluator!r} (known: {', '.join(EVALUATORS)})")
+    variant = {**ring_layout(topology, algorithm, ranks), **variant}
     schedule = schedule_for(algorithm, ranks, nbytes // itemsize, itemsize, **variant)
     return EVALUATORS[evaluator](topology, schedule, ranks)
 

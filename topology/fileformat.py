@@ -7,6 +7,8 @@
     switches = ["pcie"]
     endpoints = { gpu0 = { kind = "gpu", node = 0 }, gpu1 = { kind = "gpu", node = 0 }, cpu0 = { kind = "cpu", node = 0 } }
     hosts = { "0" = "cpu0" }         # host memory of each node (for `host`)
+    rings = "0-1:1"                  # optional: the ring layout `ring` runs on (see
+                                     # collectives/rings.py), e.g. "0-1-2-3:2,0-2-1-3:1"
     links = [
       { a = "gpu0", b = "pcie", bandwidth = 16e9, latency = 1e-6, kind = "pcie" },
       { a = "gpu1", b = "pcie", bandwidth = 16e9, latency = 1e-6, kind = "pcie" },
@@ -40,7 +42,8 @@ def from_dict(data: dict, origin: str = "topology") -> Topology:
     topology = Topology(data["name"], dict(data["endpoints"]), list(data.get("switches", [])),
                         links, list(data["ranks"]),
                         {int(k): v for k, v in data.get("hosts", {}).items()},
-                        float(data.get("gamma", 0.0)), data.get("source", origin))
+                        float(data.get("gamma", 0.0)), data.get("source", origin),
+                        str(data.get("rings", "")))
     for rank in range(1, len(topology.ranks)):                 # every rank reaches rank 0
         topology.route(topology.ranks[rank], topology.ranks[0])
     return topology
@@ -50,7 +53,7 @@ def to_dict(topology: Topology) -> dict:
     return {"name": topology.name, "source": topology.source, "gamma": topology.gamma,
             "ranks": topology.ranks, "switches": topology.switches,
             "endpoints": topology.endpoints, "hosts": {str(k): v for k, v in topology.hosts.items()},
-            "links": [asdict(link) for link in topology.links]}
+            "links": [asdict(link) for link in topology.links], "rings": topology.rings}
 
 
 def load(path: str | Path) -> Topology:

@@ -46,6 +46,8 @@ class Topology:
     hosts: dict[int, str] = field(default_factory=dict)   # node -> its host-memory endpoint
     gamma: float = 0.0                    # seconds per byte reduced
     source: str = ""
+    rings: str = ""                       # the ring layout for all its ranks (rings.py text)
+                                          # where the box has several: what `ring` runs on
 
     def __post_init__(self):
         names = set(self.endpoints) | set(self.switches)
@@ -61,6 +63,12 @@ class Topology:
             if end not in self.endpoints:
                 raise TopologyError(f"topology {self.name!r}: rank {rank} is on unknown "
                                     f"endpoint {end!r}")
+        if self.rings:
+            from collectives.rings import LayoutError, RingLayout
+            try:
+                RingLayout.parse(self.rings, len(self.ranks))
+            except LayoutError as exc:
+                raise TopologyError(f"topology {self.name!r}: rings: {exc}") from None
         self._adjacent: dict[str, list[tuple[str, int]]] = {n: [] for n in names}
         for i, link in enumerate(self.links):
             self._adjacent[link.a].append((link.b, i))

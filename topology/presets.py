@@ -62,7 +62,9 @@ DGX1_RING_B = [0, 3, 5, 2, 4, 7, 1, 6]
 
 def dgx1_v100(nodes: int = 1) -> Topology:
     """8x V100 in the DGX-1 hybrid cube mesh as d2l describes it: one ring of double NVLinks
-    (36 GB/s) and one of single NVLinks (18 GB/s); GPUs reach the CPU over PCIe 3.0 x16."""
+    (36 GB/s) and one of single NVLinks (18 GB/s); GPUs reach the CPU over PCIe 3.0 x16.
+    One box declares both rings as its ring layout, which `ring` is priced on (NCCL too
+    lays its channels over every ring the NVLinks form)."""
     parts = _Parts()
     for node in range(nodes):
         gpus = parts.node(node, 8)
@@ -70,8 +72,12 @@ def dgx1_v100(nodes: int = 1) -> Topology:
             parts.links += [Link(gpus[a], gpus[b], width * NVLINK2, 1e-6, "nvlink")
                             for a, b in zip(ring, ring[1:] + ring[:1])]
     parts.network(12.5 * GB, 5e-6, "ethernet")
-    return parts.topology("dgx1-v100", "d2l.ai Parameter Servers (ring sync on DGX-1); NVIDIA "
-                                       "DGX-1 whitepaper")
+    topology = parts.topology("dgx1-v100", "d2l.ai Parameter Servers (ring sync on DGX-1); "
+                                           "NVIDIA DGX-1 whitepaper")
+    if nodes == 1:        # the two rings at once, the buffer split 2:1 by their bandwidth
+        topology.rings = ",".join(f"{'-'.join(map(str, ring))}:{width}" for ring, width in
+                                  ((DGX1_RING_A, 2), (DGX1_RING_B, 1)))
+    return topology
 
 
 def _nvswitch_box(name: str, per_gpu: float, source: str):

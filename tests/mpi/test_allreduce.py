@@ -64,3 +64,40 @@ def test_back_to_back_calls_on_one_buffer(comm, seed):
         C.allreduce(buf, algorithm=algorithm, check=False)
     total = sum(range(1, comm.size + 1))
     assert (buf == total * comm.size ** (len(C.flat_algorithms()) * 3 - 1)).all()
+
+
+def layouts(n):
+    """Ring layouts that fit n ranks: both directions and a weighted pair (n = 1 or n >= 3),
+    and three rings (n = 5: i -> i+2 shares no edge with i -> i+1 or i -> i-1)."""
+    if n == 2:
+        return []
+    forward = "-".join(map(str, range(n)))
+    backward = "-".join(map(str, reversed(range(n))))
+    found = ["bidirectional", f"{forward}:3,{backward}:1"]
+    if n == 5:
+        found.append(f"{forward},{backward},{'-'.join(str(2 * i % n) for i in range(n))}:0.5")
+    return found
+
+
+@pytest.fixture(scope="module")
+def layout_comms(comm):
+    from collectives.comm import Communicator
+    return {text: Communicator(rings=text) for text in layouts(comm.size)}
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_ring_over_several_rings(comm, layout_comms, op, dtype, seed):
+    """Each ring of the layout reduces its share; the result is the same allreduce."""
+    skip_unfit(op, dtype)
+    if not layout_comms:
+        pytest.skip("no two rings fit 2 ranks without sharing an edge (test_comm checks the refusal)")
+    for text, c in layout_comms.items():
+        assert c.rings is not None and len(c.rings.orders) >= 2
+        for count in sizes(comm.size):
+            values = inputs(dtype, op, count, seed + count, comm.size)
+            buf = make_buffer(values[comm.rank], dtype)
+            C.allreduce(buf, op=op, algorithm="ring", comm=c,
+                        segment_bytes=64 if count < 1000 else 4096)
+            assert_close(buf, expected(values, op), tolerance(values, op, dtype),
+                         f"rank {comm.rank}: ring over {text} {op} {dtype} count={count}")

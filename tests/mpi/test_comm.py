@@ -66,3 +66,24 @@ def test_environment_settings(comm, monkeypatch):
     monkeypatch.setenv("RINGPS_RANKS_PER_NODE", "1")
     c = Communicator()
     assert c.num_nodes == comm.size and c.leaders is c
+
+
+def test_ring_layout_is_agreed_or_refused_on_every_rank(comm, monkeypatch):
+    from collectives.rings import LayoutError
+    n = comm.size
+    if n == 1:
+        assert Communicator(rings="bidirectional").rings.orders == ((0,), (0,))
+        return
+    if n == 2:        # reversed, 0->1->0 is the same ring: the pair would race
+        with pytest.raises(LayoutError, match="ranks 0, 1: rings 1 and 2 both send"):
+            Communicator(rings="bidirectional")
+        return
+    monkeypatch.setenv("RINGPS_RINGS", "bidirectional")
+    assert Communicator().rings.orders[1] == tuple(reversed(range(n)))
+    assert Communicator(rings="rank-order").rings is None          # the argument wins
+    mine = "bidirectional" if comm.rank else "rank-order"           # rank 0 disagrees
+    with pytest.raises(LayoutError, match="ranks disagree on the ring layout .rank 0: 0-1"):
+        Communicator(rings=mine)
+    broken = "0-1" if comm.rank == n - 1 else "bidirectional"        # one rank's is unreadable
+    with pytest.raises(LayoutError, match=f"rank {n - 1}: ring 1 .0-1. must name each"):
+        Communicator(rings=broken)

@@ -56,3 +56,23 @@ def test_root_incast_lands_on_rank_zero(comm, counted):
         assert counted.bytes_sent == (n - 1) * count * 8
     else:
         assert dict(counted.sent) == {0: count * 8}
+
+
+def test_ring_layout_moves_its_schedule_and_only_to_ring_neighbours(comm, counted):
+    """Over several rings each rank sends to its successor in each ring, the bytes the
+    multi-ring schedule says."""
+    from collectives import ring
+    from collectives.comm import Communicator
+    n = comm.size
+    if n < 3:
+        pytest.skip("two rings need 3+ ranks (test_comm checks the refusal on 2)")
+    c = Communicator(rings="bidirectional")
+    c.transport = counted
+    for count in [0, 1, n + 1, 1001, 4096 * n]:
+        counted.reset()
+        C.allreduce(make_buffer(np.zeros(count), "float32"), algorithm="ring", comm=c,
+                    segment_bytes=64)
+        schedule = ring.allreduce_schedule(n, count, 4, rings=c.rings)
+        assert counted.bytes_sent == schedule.bytes_sent(comm.rank), count
+        assert counted.bytes_received == schedule.bytes_received(comm.rank), count
+        assert set(counted.sent) <= {(comm.rank + 1) % n, (comm.rank - 1) % n}
