@@ -3,6 +3,7 @@ by both evaluators, beside d2l's published figure where the preset is d2l's mach
 from __future__ import annotations
 
 import json
+import sys
 
 from collectives.rings import LayoutError
 from topology.cost import modelled_algorithms, predict, ring_layout
@@ -67,7 +68,7 @@ def run(args) -> int:
     try:
         rows = rows_for(topology, args.size, ranks, algorithms, getattr(args, "rings", None))
     except (TopologyError, LayoutError) as exc:
-        print(f"bench: error: {exc}")
+        print(f"bench: error: {exc}", file=sys.stderr)
         return 2
     if args.json:
         for row in rows:
@@ -127,7 +128,7 @@ def calibrate(args) -> int:
         section = calibration_section(rows, Path(args.folder),
                                       say=(lambda _: None) if args.json else print)
     except TopologyError as exc:
-        print(f"bench: error: {exc}")
+        print(f"bench: error: {exc}", file=sys.stderr)
         return 2
     if args.json:
         for point in section["points"]:
