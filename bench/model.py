@@ -52,12 +52,13 @@ def ring_footnote(rows: list[dict]) -> str:
             n = r["ranks"]
             formula = 2 * r["bytes"] / (3 * NVLINK2)
             exact = formula * (n - 1) / n
+            off_exact = (r["seconds"] / exact - 1) * 100
+            off_d2l = (r["seconds"] / r["d2l_seconds"] - 1) * 100
             lines.append(
                 f"ring over {r['rings']}:\n  d2l's 2*S/(3*18 GB/s) = {formula * 1e3:.2f} ms counts "
                 f"each GPU sending 2S; a ring sends 2(n-1)/n*S,\n  {n - 1}/{n} of that: "
-                f"{exact * 1e3:.2f} ms, which the model is {(r['seconds'] / exact - 1) * 100:+.1f}% "
-                f"from (the rest is 2(n-1) link latencies).\n  Against d2l's rounded 6 ms: "
-                f"{(r['seconds'] / r['d2l_seconds'] - 1) * 100:+.1f}%.")
+                f"{exact * 1e3:.2f} ms, which the model is {off_exact:+.1f}% from (the rest is "
+                f"2(n-1) link latencies).\n  Against d2l's rounded 6 ms: {off_d2l:+.1f}%.")
     return "\n".join(lines)
 
 

@@ -29,7 +29,7 @@ def header(title: str) -> str:
 def line(row: dict) -> str:
     """Cells right-aligned in their columns; one too wide for its column (ring[LAYOUT])
     still gets a space before it."""
-    return "".join(cell.rjust(width) if len(cell) < width else " " + cell
+    return "".join(cell.rjust(width) if len(cell) <= width else " " + cell
                    for cell, (_, width) in zip(_cells(row), COLUMNS))
 
 

@@ -53,7 +53,7 @@ def assign_servers(node_of_rank: list[int], servers: int, placement: str) -> lis
 class Communicator:
     def __init__(self, mpi_comm: "MPI.Comm | None" = None, *, ranks_per_node: int | None = None,
                  servers: int | None = None, placement: str = "dedicated",
-                 timeout: float | None = None, rings: str | None = None,
+                 timeout: float | None = None, rings: "str | RingLayout | None" = None,
                  _node_of_rank: list[int] | None = None):
         base = MPI.COMM_WORLD if mpi_comm is None else mpi_comm
         self.mpi = base.Dup()
@@ -91,31 +91,34 @@ class Communicator:
                    for n in sorted(set(self.node_of_rank))]
         self.leaders = self if len(leaders) == self.size else self._split(
             0 if self.local_rank == 0 else None, leaders)
+        # the layout numbers the ranks `ring` runs over: the workers when there are servers;
+        # every rank (servers too) agrees on it here, so a bad one stops the whole job
+        layout = self._agreed_rings(os.environ.get("RINGPS_RINGS") if rings is None else rings,
+                                    len(self.worker_ranks))
         self.workers = self if not servers else self._split(
-            0 if self.role == "worker" else None, self.worker_ranks,
-            os.environ.get("RINGPS_RINGS") if rings is None else rings)
-        # with servers the layout numbers the workers, and belongs to `workers`
-        self.rings = self._agreed_rings(rings) if not servers else None
+            0 if self.role == "worker" else None, self.worker_ranks, layout or "rank-order")
+        self.rings = None if servers else layout
 
-    def _agreed_rings(self, rings: str | None) -> RingLayout | None:
-        """The layout `rings` names (RINGPS_RINGS when None, for a communicator of the whole
-        job), checked on every rank: a rank whose layout is unreadable or differs from the
-        others' makes every rank raise, naming it. None for the plain ring."""
-        if rings is None and self.size == MPI.COMM_WORLD.Get_size():
-            rings = os.environ.get("RINGPS_RINGS")
+    def _agreed_rings(self, rings, ring_size: int) -> RingLayout | None:
+        """The layout `rings` names (text or a RingLayout) for `ring_size` ranks, checked on
+        every rank of this communicator: a rank whose layout is unreadable or differs from
+        the others' makes every rank raise, naming it. None for the plain ring."""
         try:
-            layout, problem = RingLayout.parse(rings, self.size), None
+            layout, problem = RingLayout.parse(rings, ring_size), None
         except LayoutError as exc:
             layout, problem = None, str(exc)
-        seen = self.mpi.allgather((layout.text if layout else None, problem))
-        problems = {p: [r for r, (_, q) in enumerate(seen) if q == p] for _, p in seen if p}
-        if problems:
+            if ring_size != self.size:
+                problem += f" (a layout numbers the {ring_size} workers; servers are not in it)"
+        seen = self.mpi.allgather(((layout.orders, layout.weights) if layout else None, problem))
+        problems = [p for _, p in seen]
+        seen = [o for o, _ in seen]
+        bad = {p: [r for r, q in enumerate(problems) if q == p] for p in problems if p}
+        if bad:
             who = "; ".join(f"rank{'s' * (len(r) > 1)} {', '.join(map(str, r))}: {p}"
-                            for p, r in problems.items())
+                            for p, r in bad.items())
             raise LayoutError(f"ringps: rank {self.rank}: bad ring layout ({who})")
-        texts = {text for text, _ in seen}
-        if len(texts) > 1:
-            who = "; ".join(f"rank {r}: {t}" for r, (t, _) in enumerate(seen))
+        if any(other != seen[0] for other in seen):
+            who = "; ".join(f"rank {r}: {RingLayout(*o).text}" for r, o in enumerate(seen))
             raise LayoutError(f"ringps: rank {self.rank}: ranks disagree on the ring layout "
                               f"({who})")
         return None if layout.is_rank_order else layout

@@ -38,8 +38,11 @@ class RingLayout:
     weights: tuple[float, ...]
 
     @classmethod
-    def parse(cls, text: str | None, size: int) -> "RingLayout":
-        """The layout `text` names for `size` ranks, validated."""
+    def parse(cls, text: "str | RingLayout | None", size: int) -> "RingLayout":
+        """The layout `text` names (or a RingLayout) for `size` ranks, validated."""
+        if isinstance(text, RingLayout):
+            text.validate(size)
+            return text
         text = (text or "").strip()
         if text in ("", "rank-order"):
             layout = cls((tuple(range(size)),), (1.0,))
@@ -84,7 +87,9 @@ class RingLayout:
 
     @property
     def text(self) -> str:
-        return ",".join(f"{'-'.join(map(str, o))}:{w:g}" for o, w in zip(self.orders, self.weights))
+        """The layout as text that reads back to exactly this layout."""
+        return ",".join(f"{'-'.join(map(str, o))}:{w:g}" if float(f"{w:g}") == w else
+                        f"{'-'.join(map(str, o))}:{w!r}" for o, w in zip(self.orders, self.weights))
 
     @property
     def is_rank_order(self) -> bool:
@@ -93,7 +98,7 @@ class RingLayout:
 
     def bounds(self, count: int) -> list[tuple[int, int]]:
         """[(start, stop)] of the part of a `count`-element buffer each ring carries, in
-        proportion to the weights (the same on every rank: no float sums, one rounding)."""
+        proportion to the weights (the same arithmetic, so the same split, on every rank)."""
         total, edges, running = sum(self.weights), [0], 0.0
         for weight in self.weights[:-1]:
             running += weight

@@ -119,8 +119,9 @@ class RingpsProcessGroup(dist.ProcessGroup):
         self._group_desc = desc
 
     def __repr__(self):
+        rings = getattr(self.comm, "rings", None)
         return f"RingpsProcessGroup(rank={self.comm.rank}, size={self.comm.size}, " \
-               f"algorithm={self.algorithm})"
+               f"algorithm={self.algorithm}{f', rings={rings.text}' if rings else ''})"
 
     # -- reductions -------------------------------------------------------------------------
     def _allreduce_one(self, tensor, op: str, factor) -> None:
@@ -608,8 +609,9 @@ def _create(backend_options, pg_options):
     ranks = list(getattr(backend_options, "global_ranks_in_group", []) or range(world.size))
     seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else world.timeout
     from .comm import Communicator
-    comm = Communicator(world.mpi, timeout=seconds) if len(ranks) == world.size \
-        else world.group_of(ranks)
+    comm = Communicator(world.mpi, timeout=seconds, servers=0,
+                        rings=world.rings or "rank-order", _node_of_rank=world.node_of_rank) \
+        if len(ranks) == world.size else world.group_of(ranks)
     comm.transport.timeout = seconds
     return _group_kind()(comm, _algorithm(pg_options), backend_options.group_rank,
                               backend_options.group_size,

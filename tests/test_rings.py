@@ -37,12 +37,23 @@ def test_bad_layouts_are_refused_with_the_reason(text, size, words):
 
 
 @pytest.mark.parametrize("count", [0, 1, 2, 7, 100_003])
-def test_parts_follow_the_weights_and_cover_the_buffer(count):
-    layout = RingLayout.parse("0-1-2:2,2-1-0:1", 3)
+@pytest.mark.parametrize("weights", [(2, 1), (1, 1, 1), (5, 1e-9, 3, 0.25)])
+def test_parts_follow_the_weights_and_cover_the_buffer(count, weights):
+    layout = RingLayout(tuple((0, 1, 2) for _ in weights), tuple(map(float, weights)))
     bounds = layout.bounds(count)
+    assert [a for a, _ in bounds[1:]] == [b for _, b in bounds[:-1]]
     assert bounds[0][0] == 0 and bounds[-1][1] == count
-    assert all(a <= b for a, b in bounds) and bounds[0][1] == bounds[1][0]
-    assert abs(bounds[0][1] - 2 * count / 3) <= 0.5
+    total, running = sum(weights), 0.0
+    for (a, b), weight in zip(bounds, weights):
+        assert a <= b and abs(b - count * (running + weight) / total) <= 0.5 + 1e-9
+        running += weight
+
+
+def test_text_reads_back_to_the_very_same_weights():
+    """Ranks compare layouts exactly: text must not round a weight."""
+    layout = RingLayout(((0, 1, 2), (2, 1, 0)), (1.000004, 1.0))
+    assert RingLayout.parse(layout.text, 3) == layout
+    assert RingLayout.parse(layout, 3) is layout
 
 
 def test_multi_ring_schedule_moves_the_same_bytes_over_every_ring():

@@ -43,7 +43,7 @@ def from_dict(data: dict, origin: str = "topology") -> Topology:
                         links, list(data["ranks"]),
                         {int(k): v for k, v in data.get("hosts", {}).items()},
                         float(data.get("gamma", 0.0)), data.get("source", origin),
-                        str(data.get("rings", "")))
+                        str(data.get("rings") or ""))
     for rank in range(1, len(topology.ranks)):                 # every rank reaches rank 0
         topology.route(topology.ranks[rank], topology.ranks[0])
     return topology

@@ -91,7 +91,7 @@ def test_ring_over_several_rings(comm, layout_comms, op, dtype, seed):
     """Each ring of the layout reduces its share; the result is the same allreduce."""
     skip_unfit(op, dtype)
     if not layout_comms:
-        pytest.skip("no two rings fit 2 ranks without sharing an edge (test_comm checks the refusal)")
+        pytest.skip("no two rings fit 2 ranks without sharing an edge (test_comm: refused)")
     for text, c in layout_comms.items():
         assert c.rings is not None and len(c.rings.orders) >= 2
         for count in sizes(comm.size):

@@ -87,3 +87,31 @@ def test_ring_layout_is_agreed_or_refused_on_every_rank(comm, monkeypatch):
     broken = "0-1" if comm.rank == n - 1 else "bidirectional"        # one rank's is unreadable
     with pytest.raises(LayoutError, match=f"rank {n - 1}: ring 1 .0-1. must name each"):
         Communicator(rings=broken)
+
+
+def test_ring_layout_numbers_the_workers_and_stops_servers_too(comm):
+    """With servers the layout is the workers'; a bad one raises on every rank, the server
+    ranks included (they would otherwise wait for workers that never come)."""
+    from collectives.rings import LayoutError
+    n = comm.size
+    if n < 2:
+        pytest.skip("needs a worker and a server")
+    world_order = "-".join(map(str, range(n)))            # numbers n ranks; there are n-1 workers
+    with pytest.raises(LayoutError, match=f"ring 1 .{world_order}. must name each of the {n - 1}"):
+        Communicator(servers=1, rings=world_order)
+    if n >= 4:
+        c = Communicator(servers=1, rings="bidirectional")
+        assert c.rings is None
+        if c.role == "worker":
+            assert c.workers.rings.orders[1] == tuple(reversed(range(n - 1)))
+
+
+def test_weights_that_differ_in_the_last_digits_are_a_disagreement(comm):
+    from collectives.rings import LayoutError
+    n = comm.size
+    if n < 3:
+        pytest.skip("two rings need 3+ ranks")
+    weight = "1.000004" if comm.rank == 0 else "1"
+    text = f"{'-'.join(map(str, range(n)))}:{weight},{'-'.join(map(str, reversed(range(n))))}"
+    with pytest.raises(LayoutError, match="ranks disagree on the ring layout .rank 0: [0-9-]*:1.000004"):
+        Communicator(rings=text)

@@ -159,6 +159,22 @@ def test_subgroup_with_its_own_algorithm(world):
         dist.new_group(list(range(n)), backend="ringps", pg_options={"algorithm": "tree"})
 
 
+def test_a_group_of_every_rank_keeps_the_ring_layout(world, monkeypatch):
+    """C.init(rings=...) or RINGPS_RINGS reaches the ring the torch groups run."""
+    from collectives import api
+    from collectives.comm import Communicator
+    n, r = dist.get_world_size(), dist.get_rank()
+    if n < 3:
+        pytest.skip("two rings need 3+ ranks")
+    monkeypatch.setattr(api, "_default", Communicator(rings="bidirectional"))
+    group = dist.new_group(list(range(n)), backend="ringps")
+    backwards = "-".join(map(str, reversed(range(n))))
+    assert f"rings={'-'.join(map(str, range(n)))}:1,{backwards}:1" in repr(group)
+    t = torch.arange(1001, dtype=torch.float64) * (r + 1)
+    dist.all_reduce(t, group=group)
+    assert torch.equal(t, torch.arange(1001, dtype=torch.float64) * (n * (n + 1) // 2))
+
+
 def test_input_checks(world):
     n = dist.get_world_size()
     with pytest.raises(ValueError, match="must hold"):
