@@ -33,8 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.np and args.np != comm.size and comm.rank == 0:
         print(f"bench: note: --np {args.np} ignored: already running under MPI with "
               f"{comm.size} ranks", file=sys.stderr)
+    from collectives.rings import LayoutError
     try:
         jobs.run(comm, args)
+    except LayoutError as exc:          # raised on every rank alike (agreed): no abort needed
+        if comm.rank == 0:
+            print(f"bench: error: --rings: {str(exc).split(': ', 2)[-1]}", file=sys.stderr)
+        return 2
     except Exception as exc:            # the peers may be waiting in a collective: end the job
         import traceback
         traceback.print_exc()

@@ -160,6 +160,8 @@ def validate(args) -> None:
         if needy and not servers_requested(args):
             raise UsageError(f"{','.join(needy)} run through parameter-server ranks: add "
                              f"--servers S (and start W+S ranks)")
+    if getattr(args, "rings", None) and "ring" not in algorithms(args, collective):
+        raise UsageError("--rings measures `ring` over a ring layout: add ring to --algo")
     if getattr(args, "device", "cpu") == "cuda":
         validate_device()
     servers = getattr(args, "servers", None)

@@ -25,6 +25,10 @@ def bench(*args, timeout=300, env=None):
     (["nonsense"], "bench: error: argument command: invalid choice"),
     (["allreduce", "--algo", "ps"], "bench: error: ps run through parameter-server ranks"),
     (["allreduce", "--servers", "0"], "bench: error: --servers must be >= 1"),
+    (["allreduce", "--algo", "blocked", "--rings", "bidirectional"],
+     "bench: error: --rings measures `ring` over a ring layout: add ring to --algo"),
+    (["allreduce", "--algo", "ring", "--rings", "bidirectional", "-e", "1K"],
+     "bench: error: --rings: bad ring layout (ranks 0, 1: rings 1 and 2 both send from rank 1"),
 ] + ([] if importlib.util.find_spec("cupy") else                      # a GPU machine has it
       [(["allreduce", "--device", "cuda"], "bench: error: --device cuda needs CuPy")]))
 def test_bad_input_is_one_line_and_exit_2(args, message):
