@@ -27,6 +27,8 @@ about S/B + (n-2) * segment/B rather than (n-1) * S/B.
 """
 from __future__ import annotations
 
+from itertools import chain
+
 import numpy as np
 
 from .context import Context
@@ -52,8 +54,8 @@ def allreduce(x: np.ndarray, ctx: Context) -> None:
         parts, orders = [(0, len(x))], [range(ctx.size)]
     else:
         parts, orders = layout.bounds(len(x)), layout.orders
-    _lockstep([_chain(_reduce_scatter_steps(x[a:b], ctx, order),
-                      _allgather_steps(x[a:b], ctx, order))
+    _lockstep([chain(_reduce_scatter_steps(x[a:b], ctx, order),
+                     _allgather_steps(x[a:b], ctx, order))
                for (a, b), order in zip(parts, orders)])
 
 
@@ -68,11 +70,6 @@ def _lockstep(runs) -> None:
     runs = list(runs)
     while runs:
         runs = [run for run in runs if next(run, StopIteration) is not StopIteration]
-
-
-def _chain(*runs):
-    for run in runs:
-        yield from run
 
 
 def _reduce_scatter_steps(x: np.ndarray, ctx: Context, order):

@@ -24,6 +24,7 @@ A topology that declares a ring layout (several rings over its ranks: d2l's DGX-
 """
 from __future__ import annotations
 
+import functools
 import inspect
 
 from collectives import ALGORITHMS
@@ -34,13 +35,17 @@ from .simulate import simulate
 EVALUATORS = {"closed-form": closed_form, "simulate": simulate}
 
 
+@functools.cache
+def _takes_rings(pattern) -> bool:
+    return pattern is not None and "rings" in inspect.signature(pattern).parameters
+
+
 def ring_layout(topology: Topology, algorithm: str, ranks: int,
                 any_layout: bool = False) -> dict:
     """{"rings": the topology's layout} where `algorithm` runs over ring layouts and the
     topology declares one for the ranks modelled (all of its ranks), else {}. any_layout:
     whether the algorithm takes a layout at all ({"rings": None} if so)."""
-    pattern = getattr(ALGORITHMS[algorithm], "allreduce_pattern", None)
-    takes = pattern is not None and "rings" in inspect.signature(pattern).parameters
+    takes = _takes_rings(getattr(ALGORITHMS[algorithm], "allreduce_pattern", None))
     if takes and topology.rings and ranks == len(topology.ranks):
         return {"rings": topology.rings}
     return {"rings": None} if takes and any_layout else {}
