@@ -6,7 +6,7 @@ import json
 import sys
 
 from collectives.rings import LayoutError
-from topology.cost import modelled_algorithms, predict, ring_layout
+from topology.cost import modelled_algorithms, predict, ring_layout, takes_rings
 from topology.model import TopologyError
 from topology.presets import NVLINK2
 
@@ -25,8 +25,7 @@ def rows_for(topology, nbytes: int, ranks: int, algorithms: list[str],
     for algo in algorithms:
         versions = [(algo, {})]
         layout = ring_layout(topology, algo, ranks).get("rings")
-        if rings is not None and "rings" in ring_layout(topology, algo, len(topology.ranks),
-                                                         any_layout=True):
+        if rings is not None and takes_rings(algo):
             layout = versions[0][1]["rings"] = rings
         if layout and layout != "rank-order":
             versions.append((f"{algo}(rank order)", {"rings": "rank-order"}))

@@ -35,20 +35,22 @@ from .simulate import simulate
 EVALUATORS = {"closed-form": closed_form, "simulate": simulate}
 
 
+def takes_rings(algorithm: str) -> bool:
+    """Whether `algorithm`'s schedule runs over a ring layout (its pattern takes `rings`)."""
+    return _has_rings(getattr(ALGORITHMS[algorithm], "allreduce_pattern", None))
+
+
 @functools.cache
-def _takes_rings(pattern) -> bool:
+def _has_rings(pattern) -> bool:
     return pattern is not None and "rings" in inspect.signature(pattern).parameters
 
 
-def ring_layout(topology: Topology, algorithm: str, ranks: int,
-                any_layout: bool = False) -> dict:
+def ring_layout(topology: Topology, algorithm: str, ranks: int) -> dict:
     """{"rings": the topology's layout} where `algorithm` runs over ring layouts and the
-    topology declares one for the ranks modelled (all of its ranks), else {}. any_layout:
-    whether the algorithm takes a layout at all ({"rings": None} if so)."""
-    takes = _takes_rings(getattr(ALGORITHMS[algorithm], "allreduce_pattern", None))
-    if takes and topology.rings and ranks == len(topology.ranks):
+    topology declares one for the ranks modelled (all of its ranks), else {}."""
+    if takes_rings(algorithm) and topology.rings and ranks == len(topology.ranks):
         return {"rings": topology.rings}
-    return {"rings": None} if takes and any_layout else {}
+    return {}
 
 
 def schedule_for(algorithm: str, ranks: int, count: int, itemsize: int, **variant):
