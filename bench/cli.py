@@ -55,6 +55,9 @@ def _common(p: argparse.ArgumentParser, **defaults) -> None:
                    "ranks share GPUs when there are more ranks than GPUs)")
     p.add_argument("--kernel-size", type=_size, default=_size("64M"),
                    help="with --device cuda: buffer size for the kernel throughput table")
+    p.add_argument("--transport", help="measure every algorithm over each of these transports "
+                   "(comma-separated: mpi, shm, auto), as rows named ALGO/TRANSPORT, in one "
+                   "run (default: RINGPS_TRANSPORT, else auto: shared memory inside a node)")
     p.add_argument("--placement", default="dedicated", choices=("dedicated", "per-node"),
                    help="server ranks: the last ones (dedicated) or the last local rank of "
                    "the last nodes (per-node)")
@@ -164,6 +167,13 @@ def validate(args) -> None:
         raise UsageError("--rings measures `ring` over a ring layout: add ring to --algo")
     if getattr(args, "device", "cpu") == "cuda":
         validate_device()
+    if getattr(args, "transport", None):
+        from collectives.transport import CHOICES
+        args.transports = [t for t in args.transport.split(",") if t]
+        unknown = [t for t in args.transports if t not in CHOICES]
+        if unknown or not args.transports:
+            raise UsageError(f"unknown transport {','.join(unknown) or args.transport!r} "
+                             f"(known: {', '.join(CHOICES)})")
     servers = getattr(args, "servers", None)
     if servers is not None and servers < 1:
         raise UsageError(f"--servers must be >= 1, got {servers}")

@@ -99,12 +99,26 @@ def _ring_layouts(comm, args, names: list[str]) -> dict:
     return {f"ring[{text}]": ("ring", layout_comm)}
 
 
+def _transports(comm, args, names: list[str]) -> dict:
+    """{"ALGO/TRANSPORT": (ALGO, a communicator over that transport)} for --transport, so
+    the same algorithms over MPI and over shared memory are measured side by side."""
+    from collectives.comm import Communicator
+    chosen = {}
+    for transport in getattr(args, "transports", None) or []:
+        other = Communicator(comm.mpi, timeout=comm.timeout, servers=0, transport=transport,
+                             rings=comm.rings or "rank-order", _node_of_rank=comm.node_of_rank)
+        chosen.update({f"{name}/{transport}": (name, other) for name in names})
+    return chosen
+
+
 def sweep_section(comm, args, out: Output, collective: str) -> dict:
     definition = DEFINITIONS[collective]
     sizes = size_range(args.minbytes, args.maxbytes, args.stepfactor)
     names = algorithms(args, collective)
     baselines = _baselines(comm, args, out)
-    layouts = _ring_layouts(comm, args, names)
+    layouts = {**_ring_layouts(comm, args, names), **_transports(comm, args, names)}
+    if getattr(args, "transports", None):
+        names = []                      # measured once per transport instead
     bar = out.progress(len(sizes) * (len(names) + len(baselines) + len(layouts)), collective)
     rows = run_sweep(comm, definition, sizes, dtype=args.dtype, op=getattr(args, "op", "sum"),
                      algorithms=names, baselines=baselines, others=layouts, iters=args.iters,

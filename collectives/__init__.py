@@ -6,8 +6,8 @@
 
 Importing this package does not start MPI; the first call (or `init`) does.
 """
-from .api import (allgather, allreduce, broadcast, chunk, default_comm, init, rank, reduce,
-                  reduce_scatter, size)
+from .api import (allgather, allreduce, broadcast, chunk, default_comm, empty, init, rank,
+                  reduce, reduce_scatter, size, zeros)
 from .dtypes import DTYPE_NAMES
 from .errors import InputError, MismatchError, PeerTimeout
 from .ops import OP_NAMES
@@ -15,8 +15,8 @@ from .registry import ALGORITHMS, COLLECTIVES, NEED_SERVERS, flat_algorithms
 
 __all__ = ["ALGORITHMS", "COLLECTIVES", "Communicator", "DTYPE_NAMES", "InputError",
            "MismatchError", "NEED_SERVERS", "OP_NAMES", "PeerTimeout", "allgather",
-           "allreduce", "broadcast", "chunk", "default_comm", "flat_algorithms", "init",
-           "rank", "reduce", "reduce_scatter", "size"]
+           "allreduce", "broadcast", "chunk", "default_comm", "empty", "flat_algorithms",
+           "init", "rank", "reduce", "reduce_scatter", "size", "zeros"]
 
 
 def __getattr__(name):

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 
-from . import arrays, ops, partition
+import numpy as np
+
+from . import arrays, dtypes, ops, partition
 from .check import NOT_APPLICABLE, agree
 from .context import Context
 from .errors import InputError, InputValueError, reject
@@ -149,6 +151,43 @@ def reduce(buf, op="sum", root=0, algorithm="ring", comm=None, *, check=None, se
     algorithm: "ring" (pipelined chain) or "direct"."""
     return _run("reduce", buf, op=op, algorithm=algorithm, comm=comm, root=root, check=check,
                 segment_bytes=segment_bytes).original
+
+
+def empty(shape, dtype="float32", comm=None):
+    """An uninitialised array that lives in this rank's shared memory, so that collectives
+    on `comm` send it with no copy: node peers read it in place (the shared-memory
+    transport's REF descriptors). A numpy array (bfloat16: a CPU torch tensor). On a
+    communicator without shared memory (RINGPS_TRANSPORT=mpi, one rank per node) it is an
+    ordinary array. Local: each rank calls it for itself, as often as it likes; the memory
+    is freed when the last view of it is."""
+    comm = comm or default_comm()
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    if any(int(d) < 0 for d in shape):
+        raise ValueError(f"ringps: rank {comm.rank}: negative dimension in shape {shape}")
+    kind = dtypes.lookup(_dtype_name(dtype))
+    count = int(np.prod(shape, dtype=np.int64))
+    allocate = getattr(comm.transport, "buffer", None)
+    array = allocate(count * kind.itemsize).view(kind.storage) if allocate \
+        else np.empty(count, kind.storage)
+    array = array.reshape(shape)
+    if kind.name == "bfloat16":
+        import torch
+        return torch.from_numpy(array).view(torch.bfloat16)
+    return array
+
+
+def _dtype_name(dtype) -> str:
+    """'float32' for 'float32', np.float32, np.dtype('float32') or torch.float32."""
+    if isinstance(dtype, str) or str(dtype).startswith("torch."):
+        return str(dtype).removeprefix("torch.")
+    return np.dtype(dtype).name
+
+
+def zeros(shape, dtype="float32", comm=None):
+    """`empty`, filled with zeros."""
+    array = empty(shape, dtype, comm)
+    array.zero_() if hasattr(array, "zero_") else array.fill(0)
+    return array
 
 
 def chunk(count: int, rank: int | None = None, comm=None) -> tuple[int, int]:

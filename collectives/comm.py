@@ -10,7 +10,9 @@ never meets the caller's. From it come
   (`placement="dedicated"`: the last S ranks; `"per-node"`: the last local rank of each of
   the last S nodes) and `workers` is a communicator of the rest (None on servers);
 - `rings`: the ring layout `ring` allreduces over (rings.py: `rings=` or RINGPS_RINGS, one
-  ring in rank order by default), agreed by every rank when the communicator is made.
+  ring in rank order by default), agreed by every rank when the communicator is made;
+- `transport`: shared memory between the ranks of a node and MPI across nodes (`auto`, the
+  default), or `mpi` / `shm` (`transport=` or RINGPS_TRANSPORT; transport/__init__.py).
 
 Sub-communicators are Communicators too, so every algorithm runs on any of them.
 """
@@ -21,6 +23,7 @@ import os
 from mpi4py import MPI
 
 from .rings import LayoutError, RingLayout
+from .transport import chosen, select
 from .transport.mpi import MPITransport
 
 DEFAULT_TIMEOUT = 300.0
@@ -54,7 +57,7 @@ class Communicator:
     def __init__(self, mpi_comm: "MPI.Comm | None" = None, *, ranks_per_node: int | None = None,
                  servers: int | None = None, placement: str = "dedicated",
                  timeout: float | None = None, rings: "str | RingLayout | None" = None,
-                 _node_of_rank: list[int] | None = None):
+                 transport: str | None = None, _node_of_rank: list[int] | None = None):
         base = MPI.COMM_WORLD if mpi_comm is None else mpi_comm
         self.mpi = base.Dup()
         self.rank = self.mpi.Get_rank()
@@ -62,6 +65,7 @@ class Communicator:
         if timeout is None:
             timeout = float(os.environ.get("RINGPS_TIMEOUT", DEFAULT_TIMEOUT))
         self.timeout = timeout
+        self.transport_choice = chosen(transport)
         self.transport = MPITransport(self.mpi, timeout)
 
         if ranks_per_node is None:
@@ -74,6 +78,8 @@ class Communicator:
         self.num_nodes = len(set(self.node_of_rank))
         local = [r for r in range(self.size) if self.node_of_rank[r] == self.node_index]
         self.local_rank, self.local_size = local.index(self.rank), len(local)
+        # shared memory between the ranks of a node, MPI across (transport/__init__.py)
+        self.transport = select(self.transport, self.node_of_rank, self.transport_choice)
 
         if servers is None:
             servers = _env_int("RINGPS_SERVERS") or 0
@@ -141,6 +147,7 @@ class Communicator:
         if color is None:
             return None
         return Communicator(sub, timeout=self.timeout, servers=0, rings=rings,
+                            transport=self.transport_choice,
                             _node_of_rank=[self.node_of_rank[r] for r in members])
 
     def subset(self, ranks: list[int]) -> "Communicator | None":
@@ -159,6 +166,7 @@ class Communicator:
         sub = self.mpi.Create_group(group)
         group.Free()
         return Communicator(sub, timeout=self.timeout, servers=0, rings="rank-order",
+                            transport=self.transport_choice,
                             _node_of_rank=[self.node_of_rank[r] for r in members])
 
     def device_transport(self):
@@ -171,6 +179,12 @@ class Communicator:
 
     def barrier(self) -> None:
         self.transport.barrier()
+
+    def close(self) -> None:
+        """Release this communicator's shared segments now (also done when it is collected
+        and when the process ends, however it ends)."""
+        if hasattr(self.transport, "close"):
+            self.transport.close()
 
     def abort(self, code: int = 1) -> None:
         """End the whole job (every rank), as a failed rank must when peers may be waiting."""

@@ -1,4 +1,6 @@
-"""Run tests/mpi/ under mpiexec on 1..5 local ranks, many cases per launch.
+"""Run tests/mpi/ under mpiexec on 1..5 local ranks, many cases per launch, over both
+transports: shared memory inside the node (RINGPS_TRANSPORT=shm: every test, so a silent
+fall-back to MPI would fail) and MPI point-to-point alone (the collective tests).
 
 A failing case on any rank aborts the job (tests/mpi/conftest.py); this test then fails
 with the job's output, which names the rank and the reason."""
@@ -7,11 +9,17 @@ import pytest
 from mpirun import run
 
 SUITE_TIMEOUT = 600
+COLLECTIVE_TESTS = ["tests/mpi/test_allreduce.py", "tests/mpi/test_primitives.py",
+                    "tests/mpi/test_schedules.py", "tests/mpi/test_errors.py",
+                    "tests/mpi/test_comm.py", "tests/mpi/test_shm.py"]
 
 
+@pytest.mark.parametrize("transport", ["shm", "mpi"])
 @pytest.mark.parametrize("ranks", [1, 2, 3, 4, 5])
-def test_mpi_suite(ranks):
-    rc, out = run(ranks, ["-m", "pytest", "tests/mpi", "-q", "-x", "-p", "no:cacheprovider",
+def test_mpi_suite(ranks, transport):
+    paths = ["tests/mpi"] if transport == "shm" else COLLECTIVE_TESTS
+    rc, out = run(ranks, ["-m", "pytest", *paths, "-q", "-x", "-p", "no:cacheprovider",
                           "--timeout", "300"],
-                  timeout=SUITE_TIMEOUT)
-    assert rc == 0, f"mpiexec -n {ranks} pytest tests/mpi failed (rc={rc}):\n{out[-6000:]}"
+                  timeout=SUITE_TIMEOUT, env={"RINGPS_TRANSPORT": transport})
+    assert rc == 0, (f"RINGPS_TRANSPORT={transport} mpiexec -n {ranks} pytest {' '.join(paths)} "
+                     f"failed (rc={rc}):\n{out[-6000:]}")

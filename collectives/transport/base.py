@@ -72,6 +72,11 @@ class Transport:
     def irecv(self, array: np.ndarray, peer: int, tag: int | None = None) -> Request:
         raise NotImplementedError
 
+    def isend_many(self, array: np.ndarray, peers: Sequence[int]) -> list[Request]:
+        """The same collective send to each of `peers` (a peer-memory transport stages the
+        bytes once and lets every peer read them)."""
+        return [self.isend(array, peer) for peer in peers]
+
     def irecv_reduce(self, dst: np.ndarray, peer: int, scratch: np.ndarray,
                      combine: Callable[[np.ndarray, np.ndarray], None]) -> Request:
         """Receive len(dst) elements from `peer` and, on completion, combine(dst, received)."""
@@ -80,6 +85,10 @@ class Transport:
         return req
 
     def waitall(self, requests: Sequence[Request]) -> None:
+        raise NotImplementedError
+
+    def test(self, requests: Sequence[Request]) -> bool:
+        """Complete what has arrived without blocking; whether every request is done."""
         raise NotImplementedError
 
     def wait(self, request: Request) -> None:

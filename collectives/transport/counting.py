@@ -33,12 +33,25 @@ class CountingTransport(Transport):
         self.messages += 1
         return self.inner.isend(array, peer, tag)
 
+    def isend_many(self, array, peers):
+        for peer in peers:
+            self.sent[peer] += array.nbytes
+        self.messages += len(peers)
+        return self.inner.isend_many(array, peers)
+
     def irecv(self, array, peer, tag=None):
         self.received[peer] += array.nbytes
         return self.inner.irecv(array, peer, tag)
 
+    def irecv_reduce(self, dst, peer, scratch, combine):
+        self.received[peer] += dst.nbytes
+        return self.inner.irecv_reduce(dst, peer, scratch, combine)
+
     def waitall(self, requests):
         self.inner.waitall(requests)
+
+    def test(self, requests):
+        return self.inner.test(requests)
 
     def exchange(self, values):
         return self.inner.exchange(values)

@@ -59,6 +59,12 @@ class GlooTransport(Transport):
             if r.on_complete is not None:
                 r.on_complete()
 
+    def test(self, requests: Sequence[Request]) -> bool:
+        if all(r.done or r.handle.is_completed() for r in requests):
+            self.waitall(requests)
+            return True
+        return False
+
     def exchange(self, values: np.ndarray) -> np.ndarray:
         self._usable()
         mine = torch.from_numpy(np.ascontiguousarray(values, dtype=np.int64))

@@ -49,13 +49,22 @@ class MPITransport(Transport):
         return request
 
     def waitall(self, requests: Sequence[Request]) -> None:
+        self._settle(requests, block=True)
+
+    def test(self, requests: Sequence[Request]) -> bool:
+        return self._settle(requests, block=False)
+
+    def _settle(self, requests: Sequence[Request], block: bool) -> bool:
+        """Complete `requests` (polling until done if `block`); whether all are done."""
         pending = [r for r in requests if not r.done]
         if not pending:
-            return
+            return True
         handles = [r.handle for r in pending]
         anyone = [i for i, r in enumerate(pending) if r.kind == "receive" and r.source is None]
         statuses = [MPI.Status() for _ in handles] if anyone else None
         if not MPI.Request.Testall(handles, statuses):
+            if not block:
+                return False
             self._poll(handles, pending, statuses)
         for i in anyone:
             pending[i].source = statuses[i].Get_source()
@@ -63,6 +72,7 @@ class MPITransport(Transport):
             r.done = True
             if r.on_complete is not None:
                 r.on_complete()
+        return True
 
     def _poll(self, handles, pending, statuses=None) -> None:
         start = time.monotonic()

@@ -33,5 +33,7 @@ t = torch.ones(4)
 dist.all_reduce(t, group=sub)
 assert torch.equal(t, torch.full((4,), float(n)))
 dist.barrier()
-print(f"rank {r}: torch collectives ok on {type(dist.group.WORLD.comm).__name__}", flush=True)
+world = dist.group.WORLD
+print(f"rank {r}: torch collectives ok on {type(world.comm).__name__} over "
+      f"{type(world.comm.transport).__name__}", flush=True)
 dist.destroy_process_group()

@@ -1,0 +1,159 @@
+"""The shared-memory transport (collectives/transport/shm.py): chosen as asked, moves exactly
+the schedule's bytes (with no copy for arrays from collectives.empty), reuses its segments,
+copes with buffers that come and go, and runs two communicators at once."""
+import gc
+import threading
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+import collectives as C
+from collectives import registry
+from collectives.comm import Communicator
+from collectives.transport.mpi import MPITransport
+from collectives.transport.shm import ShmTransport
+from reference import assert_close, expected, inputs, tolerance
+
+FLAT = [a for a in C.flat_algorithms() if a != "auto"]
+
+
+@pytest.fixture(scope="module")
+def shm(comm):
+    if comm.size < 2:
+        pytest.skip("shared memory needs 2 ranks")
+    return Communicator(comm.mpi, transport="shm")
+
+
+def _allreduce_checked(comm, algorithm, dtype, count, seed, buf=None):
+    values = inputs(dtype, "sum", count, seed, comm.size)
+    if buf is None:
+        buf = values[comm.rank].astype(dtype)
+    else:
+        buf[...] = values[comm.rank].astype(dtype)
+    C.allreduce(buf, algorithm=algorithm, comm=comm)
+    assert_close(buf, expected(values, "sum"), tolerance(values, "sum", dtype),
+                 f"rank {comm.rank}: {algorithm} {dtype} count={count} over shm")
+    return buf
+
+
+def test_transport_follows_the_setting(comm):
+    assert isinstance(Communicator(comm.mpi, transport="mpi").transport, MPITransport)
+    chosen = Communicator(comm.mpi, transport="auto").transport
+    if comm.size == 1:
+        assert isinstance(chosen, MPITransport)      # nobody to share memory with
+    else:
+        assert isinstance(chosen, ShmTransport)
+        assert chosen.peers == set(range(comm.size)) - {comm.rank}
+    with pytest.raises(ValueError, match="unknown transport 'nvlink'"):
+        Communicator(comm.mpi, transport="nvlink")
+
+
+def test_pretend_nodes_use_shm_inside_and_mpi_across(comm, seed):
+    """Two ranks per pretend node: peers of my node through memory, the others through MPI."""
+    if comm.size < 3:
+        pytest.skip("needs two pretend nodes with a pair in one")
+    split = Communicator(comm.mpi, ranks_per_node=2, transport="auto")
+    mine = {r for r in range(comm.size) if r // 2 == comm.rank // 2} - {comm.rank}
+    assert getattr(split.transport, "peers", set()) == mine
+    for algorithm in FLAT:
+        for count in (0, 1, comm.size + 1, 100_003):
+            _allreduce_checked(split, algorithm, "float64", count, seed + count)
+
+
+@pytest.mark.parametrize("algorithm", ["ring", "blocked", "root"])
+def test_bytes_moved_are_the_schedule_and_resident_arrays_are_not_copied(shm, algorithm, seed):
+    t, n, count = shm.transport, shm.size, 50_021
+    sent = registry.ALGORITHMS.schedule(algorithm, n, count, 8).bytes_sent(shm.rank)
+    before = dict(t.stats)
+    _allreduce_checked(shm, algorithm, "float64", count, seed)
+    assert t.stats["copied"] - before["copied"] == sent
+    assert t.stats["referenced"] == before["referenced"]
+    resident = C.empty(count, "float64", comm=shm)
+    before = dict(t.stats)
+    _allreduce_checked(shm, algorithm, "float64", count, seed + 1, buf=resident)
+    assert t.stats["copied"] - before["copied"] == 0
+    assert t.stats["referenced"] - before["referenced"] == sent
+
+
+def test_oneshot_stages_one_copy_for_every_peer(shm, seed):
+    t, count = shm.transport, 4099
+    before = dict(t.stats)
+    _allreduce_checked(shm, "oneshot", "float32", count, seed)
+    assert t.stats["copied"] - before["copied"] == 4 * count
+    assert t.stats["received"] - before["received"] == (shm.size - 1) * 4 * count
+
+
+@pytest.mark.parametrize("algorithm", FLAT)
+def test_every_rank_gets_the_same_bits(shm, algorithm, seed):
+    x = np.random.default_rng(seed + shm.rank).standard_normal(30_011).astype(np.float32)
+    C.allreduce(x, algorithm=algorithm, comm=shm)
+    table = np.empty((shm.size, x.size), np.float32)
+    shm.mpi.Allgather(x, table)
+    assert all(np.array_equal(row, x) for row in table), f"{algorithm}: ranks differ"
+
+
+def test_segments_are_reused_across_sizes_and_dtypes(shm, seed):
+    """Channels grow to what the largest call needs, then every call reuses them."""
+    plan = [(3_000_001, "float32"), (1, "int8"), (0, "float64"), (100_003, "int64"),
+            (shm.size - 1, "float16"), (777_777, "uint8"), (2_000_003, "float64")]
+    for round_ in range(2):
+        for i, (count, dtype) in enumerate(plan):
+            for algorithm in FLAT:
+                _allreduce_checked(shm, algorithm, dtype, count, seed + i)
+        if round_ == 0:
+            held = dict(shm.transport.segments)
+    assert shm.transport.segments == held, "a call allocated new segments"
+    assert len(held) <= shm.size             # a channel per peer and one fanout
+
+
+def test_buffers_freed_resized_and_replaced_between_calls(shm, seed):
+    for i, count in enumerate([1000, 5, 250_000, 0, 1000]):
+        x = C.zeros(count, "float64", comm=shm)
+        _allreduce_checked(shm, "ring", "float64", count, seed + i, buf=x)
+        del x
+        gc.collect()             # its segment is freed; the next may take the same number
+    held = len(shm.transport.buffers)
+    assert held == 0, f"{held} buffer segments outlived their arrays"
+    y = np.zeros(10)
+    for count in (10, 20, 5):
+        y = np.resize(y, count)
+        _allreduce_checked(shm, "blocked", "float64", count, seed, buf=y)
+
+
+def test_empty_and_zeros_shapes_and_dtypes(comm):
+    x = C.zeros((2, 3), np.int32)
+    assert x.shape == (2, 3) and x.dtype == np.int32 and not x.any()
+    x += comm.rank
+    C.allreduce(x)
+    assert (x == comm.size * (comm.size - 1) // 2).all()
+    import torch
+    b = C.empty(4, torch.bfloat16)
+    assert b.dtype == torch.bfloat16 and b.shape == (4,)
+    with pytest.raises(TypeError, match="dtype complex64 is not supported"):
+        C.empty(3, np.complex64)
+    with pytest.raises(ValueError, match="negative dimension"):
+        C.empty((2, -1))
+
+
+def test_two_communicators_in_flight_at_once(shm, seed):
+    if MPI.Query_thread() < MPI.THREAD_MULTIPLE:
+        pytest.skip("the MPI library gives no MPI_THREAD_MULTIPLE")
+    other = Communicator(shm.mpi, transport="shm")
+    failures = []
+
+    def work(comm, offset):
+        try:
+            for i in range(15):
+                _allreduce_checked(comm, FLAT[i % len(FLAT)], "float32", 20_000 + 7 * i,
+                                   seed + offset + i)
+        except Exception as exc:          # reported below, on the main thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(c, k * 100)) for k, c in
+               enumerate((shm, other))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures
