@@ -22,6 +22,13 @@ class Output:
         self.root = comm.rank == 0
         self.folder = results.new_folder(args.out, name) if self.root else None
         self.notes: set[str] = set()
+        self._probe = None
+
+    def probe(self) -> dict:
+        """The memory-bandwidth probe (bench/membw.py), measured once per run by every rank."""
+        if self._probe is None:
+            self._probe = membw.probe(self.comm)
+        return self._probe
 
     @property
     def talking(self) -> bool:
@@ -126,6 +133,8 @@ def sweep_section(comm, args, out: Output, collective: str) -> dict:
                      progress=bar, notes=out.notes)
     if bar is not None:
         bar.close()
+    if getattr(args, "device", "cpu") == "cpu":
+        membw.roofline(rows, out.probe(), comm)
     title = _title(comm, f"{collective} {args.dtype} {rows[0]['op'] or ''}".rstrip())
     if getattr(args, "device", "cpu") == "cuda":
         title += " (device buffers)"
@@ -300,7 +309,7 @@ def run(comm, args) -> None:
     if getattr(args, "device", "cpu") == "cuda":
         sections.append(gpu_section(comm, args, out, [s for s in sections if s.get("rows")]))
     env = environment.describe(comm)
-    probe = membw.probe(comm)
+    probe = out.probe()
     if args.command == "suite" and out.root:
         sections.append(_calibration(out, [row for s in sections for row in s["rows"]]))
     save(comm, out, sections, env, probe)

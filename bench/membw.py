@@ -32,3 +32,37 @@ def probe(comm, nbytes: int = PROBE_BYTES, tries: int = 5) -> dict:
             "copy_GBps_all_ranks": round(float(total[0]), 2),
             "add_GBps_all_ranks": round(float(total[1]), 2),
             "probe_bytes": nbytes}
+
+
+def transport_of(comm, label: str) -> str:
+    """'shm' or 'mpi': what carried a row's bytes (ALGO/TRANSPORT rows say it; plain rows
+    used the communicator's own transport)."""
+    if "/" in label:
+        named = label.split("/", 1)[1]
+        if named != "auto":
+            return named
+    return "shm" if getattr(comm.transport, "peers", None) else "mpi"
+
+
+def roofline(rows: list[dict], probe: dict, comm) -> None:
+    """Add `roofline` to each ringps row: the time its schedule's memory traffic
+    (Schedule.memory: bytes read and written by every rank) needs at the copy bandwidth
+    measured in this run, over the time measured; 1.0 is the ceiling. All ranks share the
+    memory system, so the bound is the larger of (every rank's traffic) / (all ranks' copy
+    bandwidth) and (the busiest rank's traffic) / (one rank's copy bandwidth)."""
+    from collectives import COLLECTIVES
+    for row in rows:
+        name = row.get("chosen") or row["algo"].split("/")[0].split("[")[0]
+        registry = COLLECTIVES.get(row["collective"], {})
+        if name not in registry or not row["time_us"] or row["ranks"] < 2:
+            continue
+        try:
+            schedule = registry.schedule(name, row["ranks"], row["count"],
+                                         row["bytes"] // max(row["count"], 1))
+        except (AttributeError, TypeError, ValueError):
+            continue                        # no schedule to price (ps, hierarchical)
+        transport = transport_of(comm, row["algo"])
+        traffic = [sum(schedule.memory(r, transport)) for r in range(row["ranks"])]
+        seconds = max(sum(traffic) / (probe["copy_GBps_all_ranks"] * 1e9),
+                      max(traffic) / (probe["copy_GBps_per_rank"] * 1e9))
+        row["roofline"] = round(seconds / (row["time_us"] * 1e-6), 3)

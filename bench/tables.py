@@ -4,7 +4,7 @@ from __future__ import annotations
 from .units import format_size
 
 COLUMNS = [("size", 8), ("count", 11), ("type", 8), ("op", 4), ("algo", 14), ("time_us", 11),
-           ("algbw", 9), ("busbw", 9), ("ratio", 6), ("#wrong", 7)]
+           ("algbw", 9), ("busbw", 9), ("ratio", 6), ("roof", 6), ("#wrong", 7)]
 
 
 def label(row: dict) -> str:
@@ -17,13 +17,15 @@ def _cells(row: dict) -> list[str]:
     algo = label(row)
     return [format_size(row["bytes"]), str(row["count"]), row["dtype"], row["op"] or "-", algo, f"{row['time_us']:.1f}", f"{row['algbw']:.3f}", f"{row['busbw']:.3f}",
             "-" if ratio is None else f"{ratio:.2f}",
+            f"{row['roofline']:.2f}" if row.get("roofline") else "-",
             "n/a" if row["wrong"] < 0 else str(row["wrong"])]
 
 
 def header(title: str) -> str:
     names = "".join(name.rjust(width) for name, width in COLUMNS)
-    return (f"# {title}\n# algbw, busbw in GB/s (1e9); ratio = busbw / mpi busbw at the same size\n"
-            f"#{names[1:]}")
+    return (f"# {title}\n# algbw, busbw in GB/s (1e9); ratio = busbw / mpi busbw at the same size;"
+            f"\n# roof = the memory roofline's time for the schedule's traffic (bench/membw.py) "
+            f"over the time measured\n#{names[1:]}")
 
 
 def line(row: dict) -> str:

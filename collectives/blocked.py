@@ -42,7 +42,7 @@ def allgather(x: np.ndarray, ctx: Context) -> None:
     n, r, t = ctx.size, ctx.rank, ctx.transport
     blocks = ctx.chunks(len(x))
     receives = [t.irecv(x[slice(*blocks[(r - k) % n])], (r - k) % n) for k in range(1, n)]
-    sends = [t.isend(x[slice(*blocks[r])], (r + k) % n) for k in range(1, n)]
+    sends = t.isend_many(x[slice(*blocks[r])], [(r + k) % n for k in range(1, n)])
     t.waitall(receives + sends)
 
 

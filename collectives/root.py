@@ -39,7 +39,7 @@ def reduce(x: np.ndarray, ctx: Context, root: int = 0) -> None:
 def broadcast(x: np.ndarray, ctx: Context, root: int = 0) -> None:
     n, r, t = ctx.size, ctx.rank, ctx.transport
     if r == root:
-        t.waitall([t.isend(x, (root + k) % n) for k in range(1, n)])
+        t.waitall(t.isend_many(x, [(root + k) % n for k in range(1, n)]))
     else:
         t.wait(t.irecv(x, root))
 

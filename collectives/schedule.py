@@ -39,6 +39,8 @@ class Transfer:
     dst: int | str
     nbytes: int
     reduce: bool = False      # the receiver reduces what arrives into its buffer
+    fanout: bool = field(default=False, compare=False)   # the same bytes go to every receiver
+                              # of the sender's step (a peer-memory transport stages them once)
 
 
 @dataclass
@@ -62,6 +64,42 @@ class Schedule:
 
     def bytes_received(self, rank: int) -> int:
         return sum(t.nbytes for t in self._moves() if self._rank_of(t.dst) == rank)
+
+    def memory(self, rank: int, transport: str = "shm", resident: bool = False
+               ) -> tuple[int, int]:
+        """(bytes read, bytes written) by `rank`'s memory per call to move this schedule
+        over `transport` on one node: what the memory roofline (bench/membw.py) divides by
+        the copy bandwidth. Local work an algorithm does beyond its transfers (oneshot's
+        final copy) is not counted, so the bound is optimistic there.
+
+            endpoint        shm (peer memory)                   mpi (MPICH: cell in, cell out)
+            sender          copy into its segment: r b, w b     copy into a cell: r b, w b
+                            (no copy for a resident buffer;     (one per receiver)
+                            a fanout send: once per step)
+            receiver        copy from the peer: r b, w b        copy out of the cell: r b, w b
+                            reduce from the peer: r 2b, w b     then reduce: + r 2b, w b
+            local transfer  (an endpoint on its own rank): a copy, r b, w b
+        """
+        read = write = 0
+        for step in self.steps:
+            staged = set()
+            for t in step:
+                src, dst = self._rank_of(t.src), self._rank_of(t.dst)
+                b = t.nbytes
+                if src == dst:
+                    if src == rank:
+                        read, write = read + b, write + b
+                    continue
+                if src == rank and not (transport == "shm" and resident):
+                    key = (t.src, b) if t.fanout and transport == "shm" else id(t)
+                    if key not in staged:
+                        staged.add(key)
+                        read, write = read + b, write + b
+                if dst == rank:
+                    if transport == "mpi":
+                        read, write = read + b, write + b
+                    read, write = read + (2 * b if t.reduce else b), write + b
+        return read, write
 
     def __add__(self, other: "Schedule") -> "Schedule":
         return Schedule(self.steps + other.steps, {**self.placement, **other.placement},
@@ -129,7 +167,8 @@ class Exchange:
         step = []
         for senders, receivers, nbytes in self.groups:
             for i, s in enumerate(senders):
-                step += [Transfer(s, d, nbytes[j] if by_receiver else nbytes[i], self.reduce)
+                step += [Transfer(s, d, nbytes[j] if by_receiver else nbytes[i], self.reduce,
+                                  fanout=not by_receiver)
                          for j, d in enumerate(receivers) if d != s]
         yield step
 

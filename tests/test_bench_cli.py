@@ -58,8 +58,10 @@ def test_sweep_json_rows_and_results_folder(tmp_path):
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert {"collective", "algo", "dtype", "ranks", "bytes", "time_us", "algbw", "busbw",
             "wrong"} <= set(rows[0])
-    assert {r["algo"] for r in rows} == {"mpi", "gloo", "root", "host", "blocked", "ring", "auto"}
-    assert {r.get("chosen") for r in rows if r["algo"] == "auto"} <= {"root", "host", "blocked", "ring"}
+    assert {r["algo"] for r in rows} == {"mpi", "gloo", "root", "host", "blocked", "ring",
+                                         "oneshot", "auto"}
+    assert {r.get("chosen") for r in rows if r["algo"] == "auto"} <= {"root", "host", "blocked",
+                                                                     "ring", "oneshot"}
     assert all(r["wrong"] == 0 and r["ranks"] == 2 for r in rows)
     assert sorted({r["bytes"] for r in rows}) == [1024, 4096, 16384]
     (folder,) = tmp_path.iterdir()
@@ -67,6 +69,20 @@ def test_sweep_json_rows_and_results_folder(tmp_path):
                                                   "allreduce_busbw.png"}
     env = json.loads((folder / "results.json").read_text())["environment"]
     assert env["ranks"] == 2 and env["mpi_library"].startswith("MPICH")
+
+
+def test_transports_measured_side_by_side(tmp_path):
+    result = bench("allreduce", "--np", "3", "-b", "4K", "-e", "64K", "-f", "16", "--iters", "2",
+                   "--algo", "ring,oneshot", "--transport", "mpi,shm", "--no-gloo", "--json",
+                   "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {r["algo"] for r in rows} == {"mpi", "ring/mpi", "ring/shm", "oneshot/mpi",
+                                         "oneshot/shm"}
+    assert all(r["wrong"] == 0 for r in rows)
+    assert all(0 < r["roofline"] for r in rows if r["algo"] != "mpi")
+    bad = bench("allreduce", "--np", "2", "--transport", "mpi,nvlink")
+    assert bad.returncode == 2 and "unknown transport nvlink" in bad.stderr
 
 
 def test_suite_writes_report_with_plots(tmp_path):
@@ -91,7 +107,7 @@ def test_ddp_step_under_every_algorithm_and_gloo(tmp_path):
                    "--json", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     rows = {r["algo"]: r for r in map(json.loads, result.stdout.splitlines())}
-    assert set(rows) == {"root", "host", "blocked", "ring", "auto", "gloo"}
+    assert set(rows) == {"root", "host", "blocked", "ring", "oneshot", "auto", "gloo"}
     assert all(r["step_ms"] > 0 and r["ranks"] == 2 for r in rows.values())
     assert rows["gloo"]["ratio_to_gloo"] == 1.0
     (folder,) = tmp_path.iterdir()

@@ -61,19 +61,50 @@ def test_pretend_nodes_use_shm_inside_and_mpi_across(comm, seed):
             _allreduce_checked(split, algorithm, "float64", count, seed + count)
 
 
-@pytest.mark.parametrize("algorithm", ["ring", "blocked", "root"])
-def test_bytes_moved_are_the_schedule_and_resident_arrays_are_not_copied(shm, algorithm, seed):
+def _staged(schedule, rank: int) -> int:
+    """Bytes `rank` stages per call by the schedule: every send, except that the same bytes
+    sent to several peers in one step (fanout: blocked's all-gather, root's broadcast) are
+    staged once."""
+    total = 0
+    for step in schedule.steps:
+        mine = [t for t in step if t.src == rank]
+        total += sum(t.nbytes for t in mine if not t.fanout)
+        total += max((t.nbytes for t in mine if t.fanout), default=0)
+    return total
+
+
+@pytest.mark.parametrize("algorithm", ["ring", "blocked", "root", "oneshot"])
+def test_bytes_staged_follow_the_schedule_and_resident_arrays_are_not_copied(shm, algorithm,
+                                                                             seed):
     t, n, count = shm.transport, shm.size, 50_021
-    sent = registry.ALGORITHMS.schedule(algorithm, n, count, 8).bytes_sent(shm.rank)
+    schedule = registry.ALGORITHMS.schedule(algorithm, n, count, 8)
+    staged, received = _staged(schedule, shm.rank), schedule.bytes_received(shm.rank)
     before = dict(t.stats)
     _allreduce_checked(shm, algorithm, "float64", count, seed)
-    assert t.stats["copied"] - before["copied"] == sent
+    assert t.stats["copied"] - before["copied"] == staged
+    assert t.stats["received"] - before["received"] == received
     assert t.stats["referenced"] == before["referenced"]
     resident = C.empty(count, "float64", comm=shm)
     before = dict(t.stats)
     _allreduce_checked(shm, algorithm, "float64", count, seed + 1, buf=resident)
     assert t.stats["copied"] - before["copied"] == 0
-    assert t.stats["referenced"] - before["referenced"] == sent
+    assert t.stats["referenced"] - before["referenced"] == staged
+    assert t.stats["received"] - before["received"] == received
+
+
+def test_hand_derived_staging_for_three_algorithms(shm):
+    """The staged bytes above, from the docstring tables by hand: ring sends 2(n-1) chunks,
+    blocked n-1 blocks then its own block once, root's rank 0 its buffer once."""
+    n, count = shm.size, 50_021
+    from collectives.partition import chunk_bounds
+    chunk = [(b - a) * 8 for a, b in chunk_bounds(count, n)]
+    r = shm.rank
+    ring = sum(chunk[(r - s - 1) % n] for s in range(n - 1)) + sum(chunk[(r - s) % n]
+                                                                   for s in range(n - 1))
+    blocked = sum(chunk[j] for j in range(n) if j != r) + chunk[r]
+    root = 8 * count                     # rank 0 broadcasts once; the others send once
+    for name, want in (("ring", ring), ("blocked", blocked), ("root", root)):
+        assert _staged(registry.ALGORITHMS.schedule(name, n, count, 8), r) == want, name
 
 
 def test_oneshot_stages_one_copy_for_every_peer(shm, seed):
