@@ -172,7 +172,7 @@ def validate(args) -> None:
         args.transports = [t for t in args.transport.split(",") if t]
         unknown = [t for t in args.transports if t not in CHOICES]
         if unknown or not args.transports:
-            raise UsageError(f"unknown transport {','.join(unknown) or args.transport!r} "
+            raise UsageError(f"unknown transport {','.join(map(repr, unknown)) or repr(args.transport)} "
                              f"(known: {', '.join(CHOICES)})")
     servers = getattr(args, "servers", None)
     if servers is not None and servers < 1:

@@ -82,7 +82,7 @@ def test_transports_measured_side_by_side(tmp_path):
     assert all(r["wrong"] == 0 for r in rows)
     assert all(0 < r["roofline"] for r in rows if r["algo"] != "mpi")
     bad = bench("allreduce", "--np", "2", "--transport", "mpi,nvlink")
-    assert bad.returncode == 2 and "unknown transport nvlink" in bad.stderr
+    assert bad.returncode == 2 and "unknown transport 'nvlink'" in bad.stderr
 
 
 def test_suite_writes_report_with_plots(tmp_path):

@@ -67,6 +67,7 @@ import os
 import platform
 import secrets
 import socket
+import struct
 import time
 import weakref
 from collections import deque
@@ -88,6 +89,7 @@ SPIN_SECONDS, YIELD_SECONDS = 20e-6, 2e-3
 # slot fields (int64 words of one descriptor line)
 SEQ, KIND, SEGMENT, TOKEN, OFFSET, PIECE, TOTAL, AT = range(8)
 COPY, REF = 1, 2
+FIELDS = struct.Struct("7q")       # KIND .. AT, written before SEQ
 # segment table entry fields
 T_FD, T_BYTES, T_TOKEN, T_PID = range(4)
 
@@ -226,8 +228,11 @@ class ShmTransport(Transport):
         self.rank, self.size = inner.rank, inner.size
         self.peers = set(peers)
         self.control = control
-        self.ctl = control.data.view(np.int64)
-        self.peer_ctl = {p: c.view(np.int64) for p, c in peer_controls.items()}
+        # flags as int64 memoryviews: a word read or written is one Python-level op
+        self.ctl_bytes = memoryview(control.data)
+        self.ctl = self.ctl_bytes.cast("q")
+        self.peer_bytes = {p: memoryview(c) for p, c in peer_controls.items()}
+        self.peer_ctl = {p: m.cast("q") for p, m in self.peer_bytes.items()}
         self.peer_table = table                      # [rank] -> (pid, control fd, ...)
         self.layout = layout
         self.max_channel = max_channel
@@ -300,7 +305,7 @@ class ShmTransport(Transport):
 
     def _consumed_by(self, peer: int) -> int:
         """How many of my descriptors `peer` has consumed (read from its control segment)."""
-        value = int(self.peer_ctl[peer][self._consumed_word(self.rank)])
+        value = self.peer_ctl[peer][self._consumed_word(self.rank)]
         _fence()
         return value
 
@@ -312,8 +317,8 @@ class ShmTransport(Transport):
                               f"segments in use")
         segment_id, segment = ids[0], Segment(nbytes, what)
         entry = self.layout["table"] + segment_id * WORDS
-        self.ctl[entry + T_FD:entry + T_PID + 1] = (segment.fd, segment.nbytes, segment.token,
-                                                    os.getpid())
+        struct.pack_into("4q", self.ctl_bytes, 8 * (entry + T_FD), segment.fd, segment.nbytes,
+                         segment.token, os.getpid())
         self.segments[segment_id] = segment
         return segment_id, segment
 
@@ -456,8 +461,8 @@ class ShmTransport(Transport):
         for p in send.peers:
             seq = self.sent[p] = self.sent[p] + 1
             word = self._slot_word(p, seq)
-            self.ctl[word + KIND:word + AT + 1] = (kind, segment_id, token, offset, piece,
-                                                  send.nbytes, send.at)
+            FIELDS.pack_into(self.ctl_bytes, 8 * (word + KIND), kind, segment_id, token, offset,
+                             piece, send.nbytes, send.at)
             _fence()
             self.ctl[word + SEQ] = seq
             send.last_seq[p] = seq
@@ -473,16 +478,16 @@ class ShmTransport(Transport):
     def _pull(self, peer: int) -> bool:
         """Consume what `peer` has published for the receives posted to it, in order."""
         queue, moved = self.receiving[peer], False
-        ctl = self.peer_ctl[peer]
+        ctl, raw = self.peer_ctl[peer], self.peer_bytes[peer]
         while queue:
             receive = queue[0]
             seq = self.received[peer] + 1
             word = self.layout["queues"] + (self.rank * SLOTS + seq % SLOTS) * WORDS
-            if int(ctl[word + SEQ]) != seq:
+            if ctl[word + SEQ] != seq:
                 return moved
             _fence()
-            kind, segment_id, token, offset, piece, total, at = (int(v) for v in
-                                                                 ctl[word + KIND:word + AT + 1])
+            kind, segment_id, token, offset, piece, total, at = FIELDS.unpack_from(
+                raw, 8 * (word + KIND))
             if total != receive.nbytes or at != receive.at:
                 raise self._fail(f"ringps: rank {self.rank}: rank {peer} sent {total} bytes "
                                  f"where {receive.nbytes} were expected (ranks disagree on the "
@@ -513,7 +518,7 @@ class ShmTransport(Transport):
         if cached is not None and cached[0] == token:
             return cached[1]
         entry = self.layout["table"] + segment_id * WORDS
-        fd, nbytes, listed, pid = (int(v) for v in self.peer_ctl[peer][entry:entry + 4])
+        fd, nbytes, listed, pid = struct.unpack_from("4q", self.peer_bytes[peer], 8 * entry)
         if listed != token:
             raise self._fail(f"ringps: rank {self.rank}: rank {peer} named a shared segment it "
                              f"no longer holds")
