@@ -571,11 +571,11 @@ class ShmTransport(Transport):
             elif now - last > SPIN_SECONDS:
                 os.sched_yield()
             if now > deadline:
-                stuck = [r for r in mine if not r.done]
+                stuck = [_describe(r) for r in mine if not r.done] + \
+                    [r.describe() for r in others if not r.done]
                 raise self._fail(f"ringps: rank {self.rank} timed out after {self.timeout:g} s "
-                                 f"waiting for rank {stuck[0].peer if stuck else others[0].peer}"
-                                 f" ({'; '.join(_describe(r) for r in stuck[:3]) or 'MPI'}): "
-                                 f"the peer is dead, hung, or in a different collective")
+                                 f"waiting to {'; '.join(stuck[:3])}: the peer is dead, hung, "
+                                 f"or in a different collective")
 
     def test(self, requests: Sequence[Request]) -> bool:
         self._progress()
@@ -599,11 +599,11 @@ class ShmTransport(Transport):
 
 
 def _describe(request) -> str:
+    """What a stuck shared-memory transfer waits for, in the MPI transport's words."""
     if request.kind == "send":
-        return (f"send of {request.nbytes} bytes to rank(s) "
-                f"{', '.join(map(str, request.peers))}: {request.waiting or 'not read yet'}")
-    return (f"receive of {request.nbytes} bytes from rank {request.peer}: "
-            f"{request.at} arrived")
+        return (f"send {request.nbytes} bytes to rank{'s' * (len(request.peers) > 1)} "
+                f"{', '.join(map(str, request.peers))} ({request.waiting or 'not read yet'})")
+    return f"receive {request.nbytes} bytes from rank {request.peer} ({request.at} arrived)"
 
 
 def _layout(size: int) -> dict:
