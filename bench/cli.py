@@ -58,6 +58,9 @@ def _common(p: argparse.ArgumentParser, **defaults) -> None:
     p.add_argument("--transport", help="measure every algorithm over each of these transports "
                    "(comma-separated: mpi, shm, auto), as rows named ALGO/TRANSPORT, in one "
                    "run (default: RINGPS_TRANSPORT, else auto: shared memory inside a node)")
+    p.add_argument("--shared-buffers", action="store_true",
+                   help="also measure every algorithm on buffers from collectives.empty (in the "
+                   "rank's shared segment: node peers read them with no copy-in), as ALGO*")
     p.add_argument("--placement", default="dedicated", choices=("dedicated", "per-node"),
                    help="server ranks: the last ones (dedicated) or the last local rank of "
                    "the last nodes (per-node)")
@@ -172,8 +175,8 @@ def validate(args) -> None:
         args.transports = [t for t in args.transport.split(",") if t]
         unknown = [t for t in args.transports if t not in CHOICES]
         if unknown or not args.transports:
-            raise UsageError(f"unknown transport {','.join(map(repr, unknown)) or repr(args.transport)} "
-                             f"(known: {', '.join(CHOICES)})")
+            named = ",".join(map(repr, unknown)) or repr(args.transport)
+            raise UsageError(f"unknown transport {named} (known: {', '.join(CHOICES)})")
     servers = getattr(args, "servers", None)
     if servers is not None and servers < 1:
         raise UsageError(f"--servers must be >= 1, got {servers}")

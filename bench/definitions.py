@@ -128,6 +128,12 @@ class Definition:
     def ringps(self, case: Case, algorithm: str, check: bool):
         raise NotImplementedError
 
+    def shared_buffer(self, case: Case):
+        """The input buffer in the rank's shared segment (collectives.empty on its comm)."""
+        buf = C.empty(len(case.x), case.dtype, comm=case.comm)
+        zero(buf)
+        return buf
+
     def baseline(self, case: Case, baseline):
         raise NotImplementedError
 

@@ -115,6 +115,10 @@ def _transports(comm, args, names: list[str]) -> dict:
         other = Communicator(comm.mpi, timeout=comm.timeout, servers=0, transport=transport,
                              rings=comm.rings or "rank-order", _node_of_rank=comm.node_of_rank)
         chosen.update({f"{name}/{transport}": (name, other) for name in names})
+    if getattr(args, "shared_buffers", False):
+        chosen.update({f"{label}*": (*how, "shared") for label, how in
+                       (chosen or {name: (name, comm) for name in names}).items()
+                       if how[0] != "auto"})
     return chosen
 
 

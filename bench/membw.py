@@ -36,9 +36,9 @@ def probe(comm, nbytes: int = PROBE_BYTES, tries: int = 5) -> dict:
 
 def transport_of(comm, label: str) -> str:
     """'shm' or 'mpi': what carried a row's bytes (ALGO/TRANSPORT rows say it; plain rows
-    used the communicator's own transport)."""
+    used the communicator's own transport; a trailing * marks shared buffers)."""
     if "/" in label:
-        named = label.split("/", 1)[1]
+        named = label.split("/", 1)[1].rstrip("*")
         if named != "auto":
             return named
     return "shm" if getattr(comm.transport, "peers", None) else "mpi"
@@ -52,7 +52,7 @@ def roofline(rows: list[dict], probe: dict, comm) -> None:
     bandwidth) and (the busiest rank's traffic) / (one rank's copy bandwidth)."""
     from collectives import COLLECTIVES
     for row in rows:
-        name = row.get("chosen") or row["algo"].split("/")[0].split("[")[0]
+        name = row.get("chosen") or row["algo"].split("/")[0].split("[")[0].rstrip("*")
         registry = COLLECTIVES.get(row["collective"], {})
         if name not in registry or not row["time_us"] or row["ranks"] < 2:
             continue
@@ -62,7 +62,8 @@ def roofline(rows: list[dict], probe: dict, comm) -> None:
         except (AttributeError, TypeError, ValueError):
             continue                        # no schedule to price (ps, hierarchical)
         transport = transport_of(comm, row["algo"])
-        traffic = [sum(schedule.memory(r, transport)) for r in range(row["ranks"])]
+        resident = row["algo"].endswith("*")          # buffers from collectives.empty
+        traffic = [sum(schedule.memory(r, transport, resident)) for r in range(row["ranks"])]
         seconds = max(sum(traffic) / (probe["copy_GBps_all_ranks"] * 1e9),
                       max(traffic) / (probe["copy_GBps_per_rank"] * 1e9))
         row["roofline"] = round(seconds / (row["time_us"] * 1e-6), 3)

@@ -24,8 +24,9 @@ def itemsize(dtype: str) -> int:
 def run_sweep(comm, definition: Definition, sizes, *, dtype="float32", op="sum", algorithms,
               baselines=(), others=None, iters=None, warmup=2, check=True,
               metadata_check=False, progress=None, notes=None) -> list[dict]:
-    """`others`: {label: (algorithm, communicator)}, an algorithm measured on another
-    communicator of the same ranks (the ring over a ring layout), reported as `label`."""
+    """`others`: {label: (algorithm, communicator[, "shared"])}, an algorithm measured on
+    another communicator of the same ranks (the ring over a ring layout, another transport),
+    reported as `label`; with "shared", on a buffer from collectives.empty (no copy-in)."""
     rows = []
     for nbytes in sizes:
         count = nbytes // itemsize(dtype)
@@ -37,13 +38,18 @@ def run_sweep(comm, definition: Definition, sizes, *, dtype="float32", op="sum",
             except Unavailable as why:
                 if notes is not None:
                     notes.add(f"{baseline.name} {definition.name} {dtype}: {why}")
-        runs += [(name, definition.ringps(case, name, metadata_check)) for name in algorithms]
-        runs += [(label, definition.ringps(replace(case, comm=other), name, metadata_check))
-                 for label, (name, other) in (others or {}).items()]
+        runs = [(name, run, case) for name, run in runs]
+        runs += [(name, definition.ringps(case, name, metadata_check), case)
+                 for name in algorithms]
+        for label, (name, other, *shared) in (others or {}).items():
+            mine = replace(case, comm=other)
+            if shared:                       # a buffer in the rank's shared segment
+                mine.x = definition.shared_buffer(mine)
+            runs.append((label, definition.ringps(mine, name, metadata_check), mine))
         size_rows = []
-        for name, run in runs:
+        for name, run, used in runs:
             timing = measure(run, comm, auto_iters(nbytes, iters), warmup)
-            wrong = _check(definition, case, name, run, comm) if check else -1
+            wrong = _check(definition, used, name, run, comm) if check else -1
             algbw = gbps(count * itemsize(dtype), timing.median)
             size_rows.append({
                 "collective": definition.name, "algo": name, "dtype": dtype,

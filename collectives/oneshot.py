@@ -11,8 +11,11 @@ ring's 2(n-1)/n * S. Over shared memory the publish is one staged copy that ever
           rank j reduces, into `total`, the n buffers in rank order 0, 1, ..., n-1
 
 Reducing in rank order on every rank (not in order of arrival) makes every rank compute the
-very same floating-point sum, as the ring and blocked do by reducing each element once.
-`total` is scratch, copied into x at the end: x is being sent while peers read it.
+very same floating-point result, as the ring and blocked do by reducing each element once:
+rank r reduces ranks 0 .. r-1 into `prefix` (scratch), waits until its own sends are out
+(peers have read x, or its staged copy), then x = x op prefix (the ops commute exactly), then
+x op= rank r+1, ..., n-1. No rank waits on a send before the others can reach it (each
+needs only ranks below it), so this cannot deadlock on any transport.
 Cost: alpha + (n-1) * S/B on a switch; what the model prices is the Exchange below.
 """
 from __future__ import annotations
@@ -26,22 +29,21 @@ from .schedule import CompactSchedule, Schedule, exchange
 def allreduce(x: np.ndarray, ctx: Context) -> None:
     n, r, t = ctx.size, ctx.rank, ctx.transport
     if n > 1:
-        peers = [p for p in range(n) if p != r]
-        sends = t.isend_many(x, peers)
-        total = ctx.scratch(len(x))
-        scratch = ctx.scratch(len(x))
-        for q in range(n):                       # rank order: the same sum on every rank
-            if q == r:
-                if r == 0:
-                    ctx.copy(total, x)
-                else:
-                    ctx.combine(total, x)
-            elif q == 0:
-                t.wait(t.irecv(total, q))
+        sends = t.isend_many(x, [p for p in range(n) if p != r])
+        scratch = ctx.scratch(len(x))            # for transports that receive, then reduce
+        prefix = None                            # ranks 0 .. r-1 reduced, in rank order
+        for q in range(n):
+            if q < r and prefix is None:
+                prefix = ctx.scratch(len(x))
+                t.wait(t.irecv(prefix, q))
+            elif q < r:
+                t.wait(t.irecv_reduce(prefix, q, scratch, ctx.combine))
+            elif q == r:
+                t.waitall(sends)                 # every peer has x (or its copy): x may change
+                if prefix is not None:
+                    ctx.combine(x, prefix)       # x op prefix == prefix op x: ops commute
             else:
-                t.wait(t.irecv_reduce(total, q, scratch, ctx.combine))
-        t.waitall(sends)
-        ctx.copy(x, total)
+                t.wait(t.irecv_reduce(x, q, scratch, ctx.combine))
     ctx.finalize(x)
 
 

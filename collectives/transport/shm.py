@@ -222,8 +222,7 @@ class ShmTransport(Transport):
     """Node peers through shared memory; everyone else through `inner`."""
 
     def __init__(self, inner: Transport, peers: list[int], control: Segment,
-                 peer_controls: dict[int, np.ndarray], table: np.ndarray, layout: dict,
-                 max_channel: int):
+                 peer_controls: dict[int, np.ndarray], layout: dict, max_channel: int):
         self.inner = inner
         self.rank, self.size = inner.rank, inner.size
         self.peers = set(peers)
@@ -233,7 +232,6 @@ class ShmTransport(Transport):
         self.ctl = self.ctl_bytes.cast("q")
         self.peer_bytes = {p: memoryview(c) for p, c in peer_controls.items()}
         self.peer_ctl = {p: m.cast("q") for p, m in self.peer_bytes.items()}
-        self.peer_table = table                      # [rank] -> (pid, control fd, ...)
         self.layout = layout
         self.max_channel = max_channel
         self.segments: dict[int, Segment] = {}       # mine, by id (channels and buffers)
@@ -293,8 +291,9 @@ class ShmTransport(Transport):
             control.close()                  # every peer has mapped it (or given up)
         if verdict.any():
             bad = [r for r in range(size) if verdict[r, 0]]
-            return None, problem or f"rank(s) {', '.join(map(str, bad))} could not map shared memory"
-        return cls(inner, peers, control, mapped, table, layout, max_channel), ""
+            return None, problem or (f"rank(s) {', '.join(map(str, bad))} could not map "
+                                     f"shared memory")
+        return cls(inner, peers, control, mapped, layout, max_channel), ""
 
     # ---- addresses in the control segment ------------------------------------------------
     def _consumed_word(self, sender: int) -> int:
@@ -530,6 +529,12 @@ class ShmTransport(Transport):
         self.mapped[(peer, segment_id)] = (token, view)
         return view
 
+    def _busy(self) -> bool:
+        """Whether any shared-memory transfer is still pending (then every wait, even one
+        for inner requests only, must keep it moving)."""
+        return (any(self.sending.values()) or any(self.receiving.values())
+                or bool(self.refs))
+
     def _progress(self) -> bool:
         moved = False
         for peer, queue in self.receiving.items():
@@ -551,8 +556,8 @@ class ShmTransport(Transport):
     def waitall(self, requests: Sequence[Request]) -> None:
         mine = [r for r in requests if not r.done and r.handle is self]
         others = [r for r in requests if not r.done and r.handle is not self]
-        if not mine:
-            if others:
+        if not mine and (not others or not self._busy()):
+            if others:                  # nothing of ours pending that a peer may wait for
                 self.inner.waitall(others)
             return
         start = last = time.monotonic()

@@ -346,3 +346,29 @@ def test_premul_sum_with_a_tensor_factor_and_group_timeouts(world):
     assert torch.equal(t, torch.full((4,), n * (n + 1) / 4))
     quick = dist.new_group(backend="ringps", timeout=datetime.timedelta(seconds=7))
     assert quick.comm.transport.timeout == 7.0
+
+
+def _backend(group):
+    return group if hasattr(group, "comm") else group._get_backend(torch.device("cpu"))
+
+
+def test_two_groups_in_flight_at_once_over_shared_memory(world):
+    """Each group has its own communicator, shared segments and thread; async collectives on
+    both at once must not meet each other's bytes."""
+    n, r = dist.get_world_size(), dist.get_rank()
+    other = dist.new_group(list(range(n)), backend="ringps")
+    if n > 1:
+        for group in (world, other):
+            assert type(_backend(group).comm.transport).__name__ == "ShmTransport"
+    a = [torch.full((50_000,), float(r + 1 + i)) for i in range(6)]
+    b = [torch.full((30_001,), float(10 * (r + 1) + i)) for i in range(6)]
+    works = []
+    for i in range(6):
+        works.append(dist.all_reduce(a[i], async_op=True))
+        works.append(dist.all_reduce(b[i], group=other, async_op=True))
+    for work in works:
+        work.wait()
+    for i in range(6):
+        assert torch.all(a[i] == n * (n + 1) / 2 + n * i), (i, a[i][:3])
+        assert torch.all(b[i] == 10 * n * (n + 1) / 2 + n * i), (i, b[i][:3])
+    dist.destroy_process_group(other)
