@@ -102,7 +102,7 @@ def _ring_layouts(comm, args, names: list[str]) -> dict:
         return {}
     from collectives.comm import Communicator
     layout_comm = Communicator(comm.mpi, timeout=comm.timeout, servers=0, rings=text,
-                               _node_of_rank=comm.node_of_rank)
+                               transport=comm.transport_choice, _node_of_rank=comm.node_of_rank)
     return {f"ring[{text}]": ("ring", layout_comm)}
 
 

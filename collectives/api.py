@@ -22,7 +22,7 @@ _default = None
 def init(comm=None, **settings):
     """Set (and return) the default Communicator: an mpi4py communicator or a Communicator.
 
-    settings: ranks_per_node, servers, placement, timeout, rings (see Communicator).
+    settings: ranks_per_node, servers, placement, timeout, rings, transport (see Communicator).
     With servers=S (or RINGPS_SERVERS=S) S ranks become parameter-server shards: on them
     this call serves until every worker has finished, then ends the process cleanly; on
     the workers it returns the workers' Communicator, on which every algorithm runs and

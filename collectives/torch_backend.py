@@ -610,7 +610,8 @@ def _create(backend_options, pg_options):
     seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else world.timeout
     from .comm import Communicator
     comm = Communicator(world.mpi, timeout=seconds, servers=0,
-                        rings=world.rings or "rank-order", _node_of_rank=world.node_of_rank) \
+                        rings=world.rings or "rank-order", transport=world.transport_choice,
+                        _node_of_rank=world.node_of_rank) \
         if len(ranks) == world.size else world.group_of(ranks)
     comm.transport.timeout = seconds
     return _group_kind()(comm, _algorithm(pg_options), backend_options.group_rank,
