@@ -188,3 +188,16 @@ def test_two_communicators_in_flight_at_once(shm, seed):
     for thread in threads:
         thread.join()
     assert not failures, failures
+
+
+def test_close_releases_the_segments(shm, seed):
+    import os
+    other = Communicator(shm.mpi, transport="shm")
+    _allreduce_checked(other, "ring", "float32", 300_007, seed)
+    held = [segment.fd for segment in other.transport.segments.values()]
+    assert held, "the call staged nothing"
+    other.close()
+    assert other.transport.segments == {}
+    for fd in held:
+        with pytest.raises(OSError):
+            os.fstat(fd)
