@@ -22,7 +22,7 @@ from .dtypes import DType
 from .errors import InputTypeError, InputValueError, reject as _reject
 
 
-@dataclass
+@dataclass(slots=True)
 class Buffer:
     array: Any            # 1-D, contiguous, writeable, in the storage type: numpy or CuPy
     dtype: DType

@@ -15,7 +15,7 @@ from .ops import ReduceOp
 from .transport.base import Transport
 
 
-@dataclass
+@dataclass(slots=True)
 class Context:
     transport: Transport
     rank: int
