@@ -51,6 +51,8 @@ def roofline(rows: list[dict], probe: dict, comm) -> None:
     memory system, so the bound is the larger of (every rank's traffic) / (all ranks' copy
     bandwidth) and (the busiest rank's traffic) / (one rank's copy bandwidth)."""
     from collectives import COLLECTIVES
+    from collectives.transport.shm import CMA_MIN
+    in_place = CMA_MIN if getattr(comm.transport, "cma", False) else float("inf")
     for row in rows:
         name = row.get("chosen") or row["algo"].split("/")[0].split("[")[0].rstrip("*")
         registry = COLLECTIVES.get(row["collective"], {})
@@ -63,7 +65,8 @@ def roofline(rows: list[dict], probe: dict, comm) -> None:
             continue                        # no schedule to price (ps, hierarchical)
         transport = transport_of(comm, row["algo"])
         resident = row["algo"].endswith("*")          # buffers from collectives.empty
-        traffic = [sum(schedule.memory(r, transport, resident)) for r in range(row["ranks"])]
+        traffic = [sum(schedule.memory(r, transport, resident, in_place)) for r in
+                   range(row["ranks"])]
         seconds = max(sum(traffic) / (probe["copy_GBps_all_ranks"] * 1e9),
                       max(traffic) / (probe["copy_GBps_per_rank"] * 1e9))
         row["roofline"] = round(seconds / (row["time_us"] * 1e-6), 3)

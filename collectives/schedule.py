@@ -65,12 +65,14 @@ class Schedule:
     def bytes_received(self, rank: int) -> int:
         return sum(t.nbytes for t in self._moves() if self._rank_of(t.dst) == rank)
 
-    def memory(self, rank: int, transport: str = "shm", resident: bool = False
-               ) -> tuple[int, int]:
+    def memory(self, rank: int, transport: str = "shm", resident: bool = False,
+               in_place_from: float = float("inf")) -> tuple[int, int]:
         """(bytes read, bytes written) by `rank`'s memory per call to move this schedule
         over `transport` on one node: what the memory roofline (bench/membw.py) divides by
         the copy bandwidth. Local work an algorithm does beyond its transfers (oneshot's
-        final copy) is not counted, so the bound is optimistic there.
+        final copy) is not counted, so the bound is optimistic there. `resident`: buffers
+        from collectives.empty; `in_place_from`: transfers this large are read from the
+        sender's private memory (cross-memory attach), so neither is staged.
 
             endpoint        shm (peer memory)                   mpi (MPICH: cell in, cell out)
             sender          copy into its segment: r b, w b     copy into a cell: r b, w b
@@ -90,7 +92,8 @@ class Schedule:
                     if src == rank:
                         read, write = read + b, write + b
                     continue
-                if src == rank and not (transport == "shm" and resident):
+                in_place = transport == "shm" and (resident or b >= in_place_from)
+                if src == rank and not in_place:
                     key = (t.src, b) if t.fanout and transport == "shm" else id(t)
                     if key not in staged:
                         staged.add(key)

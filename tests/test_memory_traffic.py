@@ -28,3 +28,10 @@ def test_root_broadcast_is_a_fanout_and_the_reduce_is_not():
     assert schedule.memory(0, "shm") == (50, 30)
     # rank 1: stage its 10 bytes (r 10, w 10); copy the result from rank 0 (r 10, w 10)
     assert schedule.memory(1, "shm") == (20, 20)
+
+
+def test_large_transfers_read_in_place_are_not_staged():
+    schedule = ring.allreduce_schedule(2, 8, 4)
+    # with cross-memory attach from 16 bytes on, the 16-byte chunks are read where they lie
+    assert schedule.memory(0, "shm", in_place_from=16) == schedule.memory(0, "shm", True)
+    assert schedule.memory(0, "shm", in_place_from=17) == schedule.memory(0, "shm")

@@ -36,7 +36,14 @@ need no barrier between them.
     5     d    dst[at:at+piece] = peer bytes, or combine(dst[...], peer bytes) in place
     6     d    consumed[s] = seq (in d's control segment): s may reuse the slot and bytes
 
-Large sends go as pieces of at most half a channel, so s copies piece k+1 while d reduces
+Sends of CMA_MIN bytes or more skip step 2 where the kernel allows cross-memory attach
+(process_vm_readv, probed when the communicator is made; RINGPS_SHM_CMA=0 turns it off):
+the descriptor (kind CMA) carries the buffer's address in s, and d copies, or reduces
+CMA_PIECE bytes at a time through a small scratch, straight out of s's private memory; the
+send completes, like a REF send, once d has consumed it. One copy instead of two, as MPI
+libraries do for large messages (CMA, XPMEM, KNEM).
+
+Large copied sends go as pieces of at most half a channel, so s copies piece k+1 while d reduces
 piece k, and a channel never needs to hold a whole buffer. A copied send is complete (its
 buffer reusable, as MPI defines it) once its last piece is copied; a REF send once d has
 consumed it. Channels start small and grow (a new segment) up to RINGPS_SHM_BYTES when a
@@ -88,7 +95,9 @@ SPIN_SECONDS, YIELD_SECONDS = 20e-6, 2e-3
 
 # slot fields (int64 words of one descriptor line)
 SEQ, KIND, SEGMENT, TOKEN, OFFSET, PIECE, TOTAL, AT = range(8)
-COPY, REF = 1, 2
+COPY, REF, CMA = 1, 2, 3
+CMA_MIN = 64 << 10                  # sends this large are read from the sender's own memory
+CMA_PIECE = 256 << 10               # a reduce reads the peer this much at a time (stays in L2)
 FIELDS = struct.Struct("7q")       # KIND .. AT, written before SEQ
 # segment table entry fields
 T_FD, T_BYTES, T_TOKEN, T_PID = range(4)
@@ -118,6 +127,44 @@ except (OSError, AttributeError) as exc:
 def _fence() -> None:
     if _FENCE is not None:
         _FENCE()
+
+
+# ---- cross-memory attach (process_vm_readv) ---------------------------------------------
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("length", ctypes.c_size_t)]
+
+
+def _vm_readv():
+    try:
+        function = ctypes.CDLL(None, use_errno=True).process_vm_readv
+    except (OSError, AttributeError):
+        return None
+    function.restype = ctypes.c_ssize_t
+    function.argtypes = [ctypes.c_int, ctypes.POINTER(_Iovec), ctypes.c_ulong,
+                         ctypes.POINTER(_Iovec), ctypes.c_ulong, ctypes.c_ulong]
+    return function
+
+
+_VM_READV = _vm_readv()
+
+
+def _address(array: np.ndarray) -> int:
+    return array.__array_interface__["data"][0]
+
+
+def read_peer(pid: int, address: int, dst: np.ndarray) -> None:
+    """Copy len(dst) bytes at `address` in process `pid` into dst (one copy, by the kernel);
+    raises OSError if the kernel refuses (no such process, or ptrace rules forbid it)."""
+    done, total, base = 0, dst.nbytes, _address(dst)
+    while done < total:
+        local = _Iovec(base + done, total - done)
+        remote = _Iovec(address + done, total - done)
+        got = _VM_READV(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+        if got <= 0:
+            error = ctypes.get_errno()
+            raise OSError(error, f"process_vm_readv from pid {pid}: {os.strerror(error)}")
+        done += got
 
 
 # ---- segments ----------------------------------------------------------------------------
@@ -222,7 +269,8 @@ class ShmTransport(Transport):
     """Node peers through shared memory; everyone else through `inner`."""
 
     def __init__(self, inner: Transport, peers: list[int], control: Segment,
-                 peer_controls: dict[int, np.ndarray], layout: dict, max_channel: int):
+                 peer_controls: dict[int, np.ndarray], layout: dict, max_channel: int,
+                 pids: dict[int, int], cma: bool):
         self.inner = inner
         self.rank, self.size = inner.rank, inner.size
         self.peers = set(peers)
@@ -243,7 +291,10 @@ class ShmTransport(Transport):
         self.sending: dict[int, deque] = {p: deque() for p in peers}
         self.receiving: dict[int, deque] = {p: deque() for p in peers}
         self.refs: list[_Send] = []                  # REF sends waiting for their reader
-        self.stats = {"copied": 0, "referenced": 0, "received": 0}   # bytes, for tests
+        self.pids = pids                             # node peer -> its process id
+        self.cma = cma                               # may read peers' private memory
+        self.cma_scratch = np.empty(CMA_PIECE, np.uint8) if cma else None
+        self.stats = {"copied": 0, "referenced": 0, "received": 0, "cma": 0}   # bytes
         self._finalizer = weakref.finalize(self, _close_all, self.segments, control)
 
     @property
@@ -272,9 +323,10 @@ class ShmTransport(Transport):
             except (OSError, AttributeError) as exc:
                 problem = f"memfd_create failed: {exc}"
         node = -1 if node_of_rank is None else node_of_rank[rank]
+        probe = np.array([secrets.randbits(62) + 1], dtype=np.int64)   # read by peers (CMA)
         row = np.array([host_identity(), node, os.getpid(),
                         control.fd if control else -1, control.token if control else 0,
-                        0 if control else 1], dtype=np.int64)
+                        0 if control else 1, _address(probe), probe[0]], dtype=np.int64)
         table = inner.exchange(row)
         peers = [p for p in range(size) if p != rank and table[p, 0] == row[0]
                  and table[p, 1] == node]
@@ -286,14 +338,24 @@ class ShmTransport(Transport):
             except OSError as exc:
                 problem, failed = f"cannot map rank {p}'s segment ({exc})", True
                 break
-        verdict = inner.exchange(np.array([int(failed)], dtype=np.int64))
+        cma = _VM_READV is not None and os.environ.get("RINGPS_SHM_CMA", "1") != "0"
+        for p in peers if cma and not failed else ():
+            seen = np.zeros(1, np.int64)
+            try:
+                read_peer(int(table[p, 2]), int(table[p, 6]), seen.view(np.uint8))
+                cma = int(seen[0]) == int(table[p, 7])
+            except OSError:
+                cma = False
+        verdict = inner.exchange(np.array([int(failed), int(not cma)], dtype=np.int64))
         if control is not None:
             control.close()                  # every peer has mapped it (or given up)
-        if verdict.any():
+        if verdict[:, 0].any():
             bad = [r for r in range(size) if verdict[r, 0]]
             return None, problem or (f"rank(s) {', '.join(map(str, bad))} could not map "
                                      f"shared memory")
-        return cls(inner, peers, control, mapped, layout, max_channel), ""
+        pids = {p: int(table[p, 2]) for p in peers}
+        return cls(inner, peers, control, mapped, layout, max_channel, pids,
+                   cma=not verdict[:, 1].any()), ""
 
     # ---- addresses in the control segment ------------------------------------------------
     def _consumed_word(self, sender: int) -> int:
@@ -388,6 +450,8 @@ class ShmTransport(Transport):
     def _post_send(self, array, peers) -> _Send:
         send = _Send(self, np.ascontiguousarray(array), peers)
         send.ref = self._resident(send.bytes)
+        if send.ref is None and self.cma and send.nbytes >= CMA_MIN:
+            send.ref = (0, 0, _address(send.bytes))     # read from my private memory
         for p in peers:
             self.sending[p].append(send)
         self._push(send)
@@ -426,8 +490,9 @@ class ShmTransport(Transport):
                 return moved
             if send.ref is not None:
                 segment_id, token, offset = send.ref
-                self._publish(send, REF, segment_id, token, offset, send.nbytes)
-                self.stats["referenced"] += send.nbytes
+                kind = REF if segment_id else CMA
+                self._publish(send, kind, segment_id, token, offset, send.nbytes)
+                self.stats["referenced" if segment_id else "cma"] += send.nbytes
                 self.refs.append(send)
                 send.at = send.nbytes
                 self._finish_publishing(send)
@@ -491,7 +556,9 @@ class ShmTransport(Transport):
                 raise self._fail(f"ringps: rank {self.rank}: rank {peer} sent {total} bytes "
                                  f"where {receive.nbytes} were expected (ranks disagree on the "
                                  f"buffer)")
-            if piece:
+            if piece and kind == CMA:
+                self._read_private(peer, offset, receive, at, piece)
+            elif piece:
                 source = self._peer_bytes(peer, segment_id, token)[offset:offset + piece]
                 target = receive.dst.view(np.uint8)[at:at + piece]
                 if receive.combine is None:
@@ -511,6 +578,25 @@ class ShmTransport(Transport):
                 if receive.on_complete is not None:
                     receive.on_complete()
         return moved
+
+    def _read_private(self, peer: int, address: int, receive: _Receive, at: int,
+                      nbytes: int) -> None:
+        """A CMA descriptor: copy, or reduce through the scratch piece by piece, straight out
+        of the peer's own memory."""
+        target = receive.dst.view(np.uint8)[at:at + nbytes]
+        try:
+            if receive.combine is None:
+                read_peer(self.pids[peer], address, target)
+                return
+            dtype, scratch = receive.dst.dtype, self.cma_scratch
+            for start in range(0, nbytes, CMA_PIECE):
+                stop = min(start + CMA_PIECE, nbytes)
+                read_peer(self.pids[peer], address + start, scratch[:stop - start])
+                receive.combine(target[start:stop].view(dtype),
+                                scratch[:stop - start].view(dtype))
+        except OSError as exc:
+            raise self._fail(f"ringps: rank {self.rank} cannot read rank {peer}'s memory "
+                             f"({exc})") from None
 
     def _peer_bytes(self, peer: int, segment_id: int, token: int) -> np.ndarray:
         cached = self.mapped.get((peer, segment_id))

@@ -2,6 +2,7 @@
 the schedule's bytes (with no copy for arrays from collectives.empty), reuses its segments,
 copes with buffers that come and go, and runs two communicators at once."""
 import gc
+import os
 import threading
 
 import numpy as np
@@ -18,11 +19,23 @@ from reference import assert_close, expected, inputs, tolerance
 FLAT = [a for a in C.flat_algorithms() if a != "auto"]
 
 
-@pytest.fixture(scope="module")
-def shm(comm):
+@pytest.fixture(scope="module", params=["staged", "cma"])
+def shm(comm, request):
+    """A shared-memory communicator whose large sends are staged through its segments, or
+    read from the sender's own memory (cross-memory attach) where the kernel allows it."""
     if comm.size < 2:
         pytest.skip("shared memory needs 2 ranks")
-    return Communicator(comm.mpi, transport="shm")
+    old = os.environ.get("RINGPS_SHM_CMA")
+    os.environ["RINGPS_SHM_CMA"] = "1" if request.param == "cma" else "0"
+    try:
+        made = Communicator(comm.mpi, transport="shm")
+    finally:
+        os.environ.pop("RINGPS_SHM_CMA") if old is None else os.environ.update(
+            RINGPS_SHM_CMA=old)
+    if request.param == "cma" and not made.transport.cma:
+        pytest.skip("this kernel refuses cross-memory attach (process_vm_readv)")
+    assert made.transport.cma == (request.param == "cma")
+    return made
 
 
 def _allreduce_checked(comm, algorithm, dtype, count, seed, buf=None):
@@ -81,9 +94,11 @@ def test_bytes_staged_follow_the_schedule_and_resident_arrays_are_not_copied(shm
     staged, received = _staged(schedule, shm.rank), schedule.bytes_received(shm.rank)
     before = dict(t.stats)
     _allreduce_checked(shm, algorithm, "float64", count, seed)
-    assert t.stats["copied"] - before["copied"] == staged
-    assert t.stats["received"] - before["received"] == received
-    assert t.stats["referenced"] == before["referenced"]
+    moved = {k: t.stats[k] - before[k] for k in before}
+    assert moved["copied"] + moved["cma"] == staged      # every send: staged, or read in place
+    assert moved["cma"] == 0 or t.cma
+    assert moved["received"] == received
+    assert moved["referenced"] == 0
     resident = C.empty(count, "float64", comm=shm)
     before = dict(t.stats)
     _allreduce_checked(shm, algorithm, "float64", count, seed + 1, buf=resident)
@@ -108,7 +123,7 @@ def test_hand_derived_staging_for_three_algorithms(shm):
 
 
 def test_oneshot_stages_one_copy_for_every_peer(shm, seed):
-    t, count = shm.transport, 4099
+    t, count = shm.transport, 4099                # 16 KB: below CMA_MIN, always staged
     before = dict(t.stats)
     _allreduce_checked(shm, "oneshot", "float32", count, seed)
     assert t.stats["copied"] - before["copied"] == 4 * count
@@ -190,10 +205,21 @@ def test_two_communicators_in_flight_at_once(shm, seed):
     assert not failures, failures
 
 
+def test_large_sends_are_read_in_place_with_cma(shm, seed):
+    from collectives.transport.shm import CMA_MIN
+    t = shm.transport
+    before = dict(t.stats)
+    _allreduce_checked(shm, "blocked", "float32", shm.size * CMA_MIN, seed)   # blocks of CMA_MIN
+    moved = {k: t.stats[k] - before[k] for k in before}
+    if t.cma:
+        assert moved["copied"] == 0 and moved["cma"] > 0
+    else:
+        assert moved["cma"] == 0 and moved["copied"] > 0
+
+
 def test_close_releases_the_segments(shm, seed):
-    import os
     other = Communicator(shm.mpi, transport="shm")
-    _allreduce_checked(other, "ring", "float32", 300_007, seed)
+    _allreduce_checked(other, "ring", "float32", 5003, seed)      # staged: below CMA_MIN
     held = [segment.fd for segment in other.transport.segments.values()]
     assert held, "the call staged nothing"
     other.close()
