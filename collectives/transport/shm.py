@@ -43,8 +43,8 @@ CMA_PIECE bytes at a time through a small scratch, straight out of s's private m
 send completes, like a REF send, once d has consumed it. One copy instead of two, as MPI
 libraries do for large messages (CMA, XPMEM, KNEM).
 
-Large copied sends go as pieces of at most half a channel, so s copies piece k+1 while d reduces
-piece k, and a channel never needs to hold a whole buffer. A copied send is complete (its
+Large copied sends go as pieces of at most half a channel, so s copies piece k+1 while d
+reduces piece k, and a channel never needs to hold a whole buffer. A copied send is complete (its
 buffer reusable, as MPI defines it) once its last piece is copied; a REF send once d has
 consumed it. Channels start small and grow (a new segment) up to RINGPS_SHM_BYTES when a
 larger send finds them idle; the peer maps the new one when a descriptor first names it.
