@@ -1,6 +1,7 @@
 """Run tests/mpi/ under mpiexec on 1..5 local ranks, many cases per launch, over both
 transports: shared memory inside the node (RINGPS_TRANSPORT=shm: every test, so a silent
-fall-back to MPI would fail) and MPI point-to-point alone (the collective tests).
+fall-back to MPI would fail; RINGPS_SHM_MIN_BYTES=0, so even one-byte messages take it) and
+MPI point-to-point alone (the collective tests).
 
 A failing case on any rank aborts the job (tests/mpi/conftest.py); this test then fails
 with the job's output, which names the rank and the reason."""
@@ -20,6 +21,7 @@ def test_mpi_suite(ranks, transport):
     paths = ["tests/mpi"] if transport == "shm" else COLLECTIVE_TESTS
     rc, out = run(ranks, ["-m", "pytest", *paths, "-q", "-x", "-p", "no:cacheprovider",
                           "--timeout", "300"],
-                  timeout=SUITE_TIMEOUT, env={"RINGPS_TRANSPORT": transport})
+                  timeout=SUITE_TIMEOUT,
+                  env={"RINGPS_TRANSPORT": transport, "RINGPS_SHM_MIN_BYTES": "0"})
     assert rc == 0, (f"RINGPS_TRANSPORT={transport} mpiexec -n {ranks} pytest {' '.join(paths)} "
                      f"failed (rc={rc}):\n{out[-6000:]}")

@@ -36,8 +36,15 @@ need no barrier between them.
     5     d    dst[at:at+piece] = peer bytes, or combine(dst[...], peer bytes) in place
     6     d    consumed[s] = seq (in d's control segment): s may reuse the slot and bytes
 
-Sends of CMA_MIN bytes or more skip step 2 where the kernel allows cross-memory attach
-(process_vm_readv, probed when the communicator is made; RINGPS_SHM_CMA=0 turns it off):
+Messages below RINGPS_SHM_MIN_BYTES (16 KB) go through the inner transport: MPI's C path
+costs a few microseconds a message, this one (Python) some ten, which the copy it saves
+repays only from about that size on. Both ends see the same size, so they agree on the path,
+and each path keeps its own order.
+
+With RINGPS_SHM_CMA=1, sends of CMA_MIN bytes or more skip step 2 where the kernel allows
+cross-memory attach (process_vm_readv, probed when the communicator is made). It is off by
+default: measured here (bench/CPU.md) the kernel's page-by-page copy lost to staging up to
+16 MB and tied at 64 MB.
 the descriptor (kind CMA) carries the buffer's address in s, and d copies, or reduces
 CMA_PIECE bytes at a time through a small scratch, straight out of s's private memory; the
 send completes, like a REF send, once d has consumed it. One copy instead of two, as MPI
@@ -96,7 +103,8 @@ SPIN_SECONDS, YIELD_SECONDS = 20e-6, 2e-3
 # slot fields (int64 words of one descriptor line)
 SEQ, KIND, SEGMENT, TOKEN, OFFSET, PIECE, TOTAL, AT = range(8)
 COPY, REF, CMA = 1, 2, 3
-CMA_MIN = 64 << 10                  # sends this large are read from the sender's own memory
+CMA_MIN = 64 << 10                  # sends this large may be read from the sender's own memory
+DEFAULT_MIN_BYTES = 16 << 10        # RINGPS_SHM_MIN_BYTES: smaller messages take MPI's C path
 CMA_PIECE = 256 << 10               # a reduce reads the peer this much at a time (stays in L2)
 FIELDS = struct.Struct("7q")       # KIND .. AT, written before SEQ
 # segment table entry fields
@@ -220,6 +228,7 @@ class _Send(Request):
         super().__init__(transport, "send", peers[0], array.nbytes)
         self.peers = peers
         self.bytes = array.reshape(-1).view(np.uint8)
+        self.view = memoryview(self.bytes)
         self.itemsize = array.itemsize
         self.at = 0                      # bytes published so far
         self.last_seq: dict[int, int] = {}
@@ -231,6 +240,7 @@ class _Receive(Request):
     def __init__(self, transport, dst: np.ndarray, peer: int, combine=None):
         super().__init__(transport, "receive", peer, dst.nbytes)
         self.dst = dst.reshape(-1)
+        self.view = memoryview(self.dst.view(np.uint8))
         self.combine = combine
         self.at = 0                      # bytes received so far
 
@@ -240,6 +250,7 @@ class _Channel:
 
     def __init__(self, segment_id: int, segment: Segment):
         self.segment_id, self.segment = segment_id, segment
+        self.view = memoryview(segment.data)        # byte copies without numpy's overhead
         self.capacity = segment.nbytes - LINE
         self.head = self.tail = 0        # absolute byte positions: allocated, freed
         self.in_flight: deque = deque()  # (end position, [(peer, seq), ...])
@@ -292,6 +303,7 @@ class ShmTransport(Transport):
         self.receiving: dict[int, deque] = {p: deque() for p in peers}
         self.refs: list[_Send] = []                  # REF sends waiting for their reader
         self.pids = pids                             # node peer -> its process id
+        self.min_bytes = int(os.environ.get("RINGPS_SHM_MIN_BYTES", DEFAULT_MIN_BYTES))
         self.cma = cma                               # may read peers' private memory
         self.cma_scratch = np.empty(CMA_PIECE, np.uint8) if cma else None
         self.stats = {"copied": 0, "referenced": 0, "received": 0, "cma": 0}   # bytes
@@ -338,7 +350,7 @@ class ShmTransport(Transport):
             except OSError as exc:
                 problem, failed = f"cannot map rank {p}'s segment ({exc})", True
                 break
-        cma = _VM_READV is not None and os.environ.get("RINGPS_SHM_CMA", "1") != "0"
+        cma = _VM_READV is not None and os.environ.get("RINGPS_SHM_CMA", "0") == "1"
         for p in peers if cma and not failed else ():
             seen = np.zeros(1, np.int64)
             try:
@@ -417,11 +429,13 @@ class ShmTransport(Transport):
         """The channel for `key`, grown (a new segment) if `want` bytes do not fit in half of
         it and it is idle."""
         channel = self.channels.get(key)
-        if channel is not None:
-            channel.release(self._consumed_by)
-        if channel is not None and (2 * want <= channel.capacity or not channel.idle
+        if channel is not None and (2 * want <= channel.capacity
                                     or channel.capacity >= self.max_channel):
             return channel
+        if channel is not None:
+            channel.release(self._consumed_by)
+            if not channel.idle:
+                return channel
         capacity = max(MIN_CHANNEL, channel.capacity if channel else 0)
         while capacity < 2 * want and capacity < self.max_channel:
             capacity *= 2
@@ -432,17 +446,22 @@ class ShmTransport(Transport):
         return channel
 
     # ---- the transport seam --------------------------------------------------------------
+    def _local(self, peer, nbytes: int) -> bool:
+        """Through shared memory? Node peers, messages of at least min_bytes (both ends of a
+        message see the same size, so both choose the same path; each path keeps order)."""
+        return peer in self.peers and nbytes >= self.min_bytes
+
     def isend(self, array, peer, tag=None):
         self._usable()
-        if tag is not None or peer not in self.peers:
+        if tag is not None or not self._local(peer, array.nbytes):
             return self.inner.isend(array, peer, tag)
         return self._post_send(array, [peer])
 
     def isend_many(self, array, peers):
         """One send of `array` to each of `peers`; node peers read one staged copy."""
         self._usable()
-        local = [p for p in peers if p in self.peers]
-        requests = [self.inner.isend(array, p) for p in peers if p not in self.peers]
+        local = [p for p in peers if self._local(p, array.nbytes)]
+        requests = [self.inner.isend(array, p) for p in peers if p not in local]
         if local:
             requests.append(self._post_send(array, local))
         return requests
@@ -459,13 +478,13 @@ class ShmTransport(Transport):
 
     def irecv(self, array, peer, tag=None):
         self._usable()
-        if tag is not None or peer not in self.peers:
+        if tag is not None or not self._local(peer, array.nbytes):
             return self.inner.irecv(array, peer, tag)
         return self._post_receive(_Receive(self, array, peer))
 
     def irecv_reduce(self, dst, peer, scratch, combine):
         self._usable()
-        if peer not in self.peers:
+        if not self._local(peer, dst.nbytes):
             return self.inner.irecv_reduce(dst, peer, scratch, combine)
         return self._post_receive(_Receive(self, dst, peer, combine))
 
@@ -480,11 +499,14 @@ class ShmTransport(Transport):
     def _push(self, send: _Send) -> bool:
         """Publish what can be published of `send` now (it must head every queue it is in).
         Returns whether anything moved."""
-        if any(self.sending[p][0] is not send for p in send.peers):
+        peers, sending = send.peers, self.sending
+        if sending[peers[0]][0] is not send or (len(peers) > 1 and any(
+                sending[p][0] is not send for p in peers)):
             return False
         moved = False
         while not send.done:
-            free = min(self._consumed_by(p) + SLOTS - self.sent[p] for p in send.peers)
+            free = min(self._consumed_by(p) + SLOTS - self.sent[p] for p in peers) \
+                if len(peers) > 1 else self._consumed_by(peers[0]) + SLOTS - self.sent[peers[0]]
             if free <= 0:
                 send.waiting = "a free descriptor slot"
                 return moved
@@ -497,17 +519,18 @@ class ShmTransport(Transport):
                 send.at = send.nbytes
                 self._finish_publishing(send)
                 return True
-            key = send.peers[0] if len(send.peers) == 1 else "fanout"
             remaining = send.nbytes - send.at
-            channel = self._channel(key, remaining)
-            channel.release(self._consumed_by)
+            channel = self._channel(peers[0] if len(peers) == 1 else "fanout", remaining)
             piece = min(remaining, max(channel.capacity // 2 // send.itemsize * send.itemsize,
                                        send.itemsize))
             offset = channel.allocate(piece)
             if offset is None:
+                channel.release(self._consumed_by)
+                offset = channel.allocate(piece)
+            if offset is None:
                 send.waiting = "room in the channel (the reader has not consumed earlier bytes)"
                 return moved
-            channel.segment.data[offset:offset + piece] = send.bytes[send.at:send.at + piece]
+            channel.view[offset:offset + piece] = send.view[send.at:send.at + piece]
             seqs = self._publish(send, COPY, channel.segment_id, channel.segment.token, offset,
                                  piece)
             channel.in_flight.append((channel.head, seqs))
@@ -560,11 +583,11 @@ class ShmTransport(Transport):
                 self._read_private(peer, offset, receive, at, piece)
             elif piece:
                 source = self._peer_bytes(peer, segment_id, token)[offset:offset + piece]
-                target = receive.dst.view(np.uint8)[at:at + piece]
                 if receive.combine is None:
-                    target[...] = source
+                    receive.view[at:at + piece] = source
                 else:
                     dtype = receive.dst.dtype
+                    target = receive.dst.view(np.uint8)[at:at + piece]
                     receive.combine(target.view(dtype), source.view(dtype))
             _fence()
             self.ctl[self._consumed_word(peer)] = seq

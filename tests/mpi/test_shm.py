@@ -19,19 +19,26 @@ from reference import assert_close, expected, inputs, tolerance
 FLAT = [a for a in C.flat_algorithms() if a != "auto"]
 
 
+def _made_with(comm, **settings) -> Communicator:
+    """A shared-memory communicator made while RINGPS_<setting> environment values hold."""
+    names = {f"RINGPS_{k.upper()}": str(v) for k, v in settings.items()}
+    old = {k: os.environ.get(k) for k in names}
+    os.environ.update(names)
+    try:
+        return Communicator(comm.mpi, transport="shm")
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.update({k: v})
+
+
 @pytest.fixture(scope="module", params=["staged", "cma"])
 def shm(comm, request):
-    """A shared-memory communicator whose large sends are staged through its segments, or
-    read from the sender's own memory (cross-memory attach) where the kernel allows it."""
+    """A shared-memory communicator that takes every message, however small, through shared
+    memory, its large sends staged through its segments or read from the sender's own memory
+    (cross-memory attach) where the kernel allows it."""
     if comm.size < 2:
         pytest.skip("shared memory needs 2 ranks")
-    old = os.environ.get("RINGPS_SHM_CMA")
-    os.environ["RINGPS_SHM_CMA"] = "1" if request.param == "cma" else "0"
-    try:
-        made = Communicator(comm.mpi, transport="shm")
-    finally:
-        os.environ.pop("RINGPS_SHM_CMA") if old is None else os.environ.update(
-            RINGPS_SHM_CMA=old)
+    made = _made_with(comm, shm_min_bytes=0, shm_cma=int(request.param == "cma"))
     if request.param == "cma" and not made.transport.cma:
         pytest.skip("this kernel refuses cross-memory attach (process_vm_readv)")
     assert made.transport.cma == (request.param == "cma")
@@ -217,8 +224,24 @@ def test_large_sends_are_read_in_place_with_cma(shm, seed):
         assert moved["cma"] == 0 and moved["copied"] > 0
 
 
+def test_messages_below_the_threshold_take_mpi(comm, seed):
+    """Default RINGPS_SHM_MIN_BYTES: small messages over MPI's C path, large ones through
+    memory, in one call when chunks straddle it; results the same either way."""
+    if comm.size < 2:
+        pytest.skip("needs 2 ranks")
+    split = _made_with(comm, shm_min_bytes=4096)
+    t = split.transport
+    before = t.stats["received"]
+    _allreduce_checked(split, "ring", "float32", 100 * comm.size, seed)      # 400-byte chunks
+    assert t.stats["received"] == before
+    for count in (1023 * comm.size, 1024 * comm.size, 1025 * comm.size, 5000 * comm.size + 3):
+        for algorithm in FLAT:
+            _allreduce_checked(split, algorithm, "float32", count, seed + count)
+    assert t.stats["received"] > before
+
+
 def test_close_releases_the_segments(shm, seed):
-    other = Communicator(shm.mpi, transport="shm")
+    other = _made_with(shm, shm_min_bytes=0)
     _allreduce_checked(other, "ring", "float32", 5003, seed)      # staged: below CMA_MIN
     held = [segment.fd for segment in other.transport.segments.values()]
     assert held, "the call staged nothing"
