@@ -51,6 +51,7 @@ ALGORITHMS = Registry("allreduce", {
     "host": "collectives.host",
     "blocked": "collectives.blocked",
     "ring": "collectives.ring",
+    "rhd": "collectives.rhd",               # recursive halving/doubling (Rabenseifner)
     "ps": "ps.allreduce",                   # through the sharded parameter server (ps/)
     "hierarchical": "ps.hierarchical",      # in-node reduce-scatter, PS across nodes
     "auto": "topology.auto",                # the cost model's pick (topology/auto.py)

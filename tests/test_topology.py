@@ -27,13 +27,19 @@ def test_d2l_4gpu_pcie_table_from_first_principles(evaluator, algo, d2l_ms):
 def test_dgx1_ring_runs_both_nvlink_rings_at_once(evaluator):
     """d2l's DGX-1 declares its two rings (double and single NVLinks) as its ring layout, so
     `ring` splits the buffer 2:1 across them: each GPU sends 2(n-1)/n * S over 3 x 18 GB/s,
-    plus one link latency per step. The plain ring in rank order rides the double links
-    alone (36 GB/s)."""
+    plus per step one link latency and the overheads of 2 sends and 2 messages taken per GPU
+    (one of each per ring). The plain ring in rank order rides the double links alone
+    (36 GB/s), one send and one message taken per step."""
     t = preset("dgx1-v100")
+    alpha, o = 1e-6, t.overhead
     both = predict(t, "ring", MB160, evaluator=evaluator)
-    assert both == pytest.approx(2 * 7 / 8 * MB160 / 54e9 + 14 * 1e-6, rel=1e-3)
     plain = predict(t, "ring", MB160, evaluator=evaluator, rings="rank-order")
-    assert plain == pytest.approx(2 * 7 / 8 * MB160 / 36e9 + 14 * 1e-6, rel=1e-3)
+    if evaluator == "closed-form":
+        assert both == pytest.approx(2 * 7 / 8 * MB160 / 54e9 + 14 * (alpha + 4 * o), rel=1e-4)
+        assert plain == pytest.approx(2 * 7 / 8 * MB160 / 36e9 + 14 * (alpha + 2 * o), rel=1e-4)
+    else:     # the simulator posts the second send while the first is on the wire: o less
+        assert both == pytest.approx(2 * 7 / 8 * MB160 / 54e9 + 14 * (alpha + 3 * o), rel=1e-4)
+        assert plain == pytest.approx(2 * 7 / 8 * MB160 / 36e9 + 14 * (alpha + 2 * o), rel=1e-4)
     # d2l's 2 * 160 MB / (3 * 18 GB/s) = 5.93 ms leaves out the ring's (n-1)/n = 7/8
     d2l_formula = 2 * MB160 / (3 * 18e9)
     assert both == pytest.approx(d2l_formula * 7 / 8, rel=0.05)
@@ -88,19 +94,22 @@ def test_simulator_shares_links_max_min_fairly():
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_prices_every_algorithm(name):
+    """The simulator overlaps an endpoint's message overheads with bytes on the wire, where
+    the closed form adds them up: they agree within 15% at 1 MB."""
     t = preset(name, nodes=1 if name == "local" else 2)
     for algo in modelled_algorithms():
         closed = predict(t, algo, 10 ** 6)
         simulated = predict(t, algo, 10 ** 6, evaluator="simulate")
-        assert closed > 0 and simulated == pytest.approx(closed, rel=0.1), algo
+        assert closed > 0 and simulated == pytest.approx(closed, rel=0.15), algo
 
 
 def test_toml_format_in_the_docstring_loads():
     doc = fileformat.__doc__
     block = textwrap.dedent(doc[doc.index("    name ="):doc.index("Bandwidth is")])
     t = fileformat.from_dict(tomllib.loads(block))
+    # per step: 2 us of path latency, the host endpoint takes (or posts) 2 messages of 1 us
     assert t.ranks == ["gpu0", "gpu1"] and predict(t, "host", 16_000_000, 2) == \
-        pytest.approx(2 * 2 * 16e6 / 16e9, rel=1e-3)
+        pytest.approx(2 * (2 * 16e6 / 16e9 + 2e-6 + 2 * 1e-6), rel=1e-6)
 
 
 def test_json_round_trip_predicts_the_same(tmp_path):
