@@ -112,6 +112,9 @@ def build_parser() -> Parser:
     p = sub.add_parser("calibrate", help="fit the `local` topology to a results folder's "
                                          "measurements (no MPI needed)")
     p.add_argument("folder", help="a bench results folder (results/<timestamp>-<name>)")
+    p.add_argument("--out", metavar="FILE", help="where to store the fit (default: "
+                   "$RINGPS_LOCAL_TOPOLOGY, else ~/.cache/ringps/local.json: what `auto` and "
+                   "the local preset read)")
     p.add_argument("--json", action="store_true", help="one JSON object per measured row")
     p = sub.add_parser("suite", help="the main job: allreduce sweep + d2l + scaling + REPORT.md")
     p.add_argument("-b", "--minbytes", type=_size, default=_size("1K"))

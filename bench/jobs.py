@@ -196,6 +196,14 @@ def _calibration(out: Output, rows: list[dict]) -> dict:
     return section
 
 
+def _agreement(out: Output, rows: list[dict], fit) -> dict:
+    """The fitted model's `auto` picks against the measured best, cell by cell."""
+    from . import agreement
+    found = agreement.section(rows, (fit.alpha, fit.beta, fit.gamma, fit.overhead, True))
+    out.say(f"# {found['title']}: {found['text']}\n{tables.text_table(*found['table'])}\n")
+    return found
+
+
 def save(comm, out: Output, sections: list[dict], env: dict, probe: dict) -> None:
     if not out.root:
         return
@@ -288,7 +296,10 @@ def run(comm, args) -> None:
     env = environment.describe(comm)
     probe = membw.probe(comm)
     if args.command == "suite" and out.root:
-        sections.append(_calibration(out, [row for s in sections for row in s["rows"]]))
+        measured = [row for s in sections for row in s["rows"]]
+        sections.append(_calibration(out, measured))
+        if sections[-1].get("fit"):
+            sections.append(_agreement(out, measured, sections[-1].pop("fit")))
     save(comm, out, sections, env, probe)
     if args.command == "suite" and out.root:
         path = report.write(out.folder, env, probe, sections)

@@ -128,7 +128,7 @@ def local(nodes: int = 1, ranks: int = 4) -> Topology:
         raise TopologyError("the local preset describes this one machine (nodes=1)")
     from .calibrate import load_parameters, local_topology
     p = load_parameters()
-    topology = local_topology(ranks, p["alpha"], p["beta"], p["gamma"])
+    topology = local_topology(ranks, p["alpha"], p["beta"], p["gamma"], p["overhead"])
     if not p["calibrated"]:
         topology.source = f"this machine, NOT calibrated yet (run `make bench`): {topology.source}"
     return topology
