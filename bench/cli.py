@@ -139,7 +139,14 @@ def algorithms(args, collective: str) -> list[str]:
     return names
 
 
+COMPARING = ("suite", "d2l")     # commands whose point is to compare ranks' strategies
+ONE_RANK = ("one rank has nothing to compare: every strategy is a copy, and bandwidths "
+            "divide by zero time; start 2 or more (e.g. --np 4, make bench NP=4)")
+
+
 def validate(args) -> None:
+    if args.command in COMPARING and args.np is not None and args.np < 2:
+        raise UsageError(f"{args.command} --np {args.np}: {ONE_RANK}")
     if args.command == "model":
         return validate_model(args)
     if args.command == "scaling" and args.preset is not None:

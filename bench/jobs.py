@@ -20,8 +20,16 @@ class Output:
     def __init__(self, comm, args, name: str):
         self.comm, self.args = comm, args
         self.root = comm.rank == 0
-        self.folder = results.new_folder(args.out, name) if self.root else None
+        self.name, self._folder = name, None
         self.notes: set[str] = set()
+
+    @property
+    def folder(self):
+        """results/<timestamp>-<name>/ on rank 0, made when first written to: a run that
+        stops before writing anything leaves no empty folder behind."""
+        if self.root and self._folder is None:
+            self._folder = results.new_folder(self.args.out, self.name)
+        return self._folder
 
     @property
     def talking(self) -> bool:

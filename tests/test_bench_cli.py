@@ -31,12 +31,25 @@ def bench(*args, timeout=300, env=None):
      "bench: error: --rings: bad ring layout (ranks 0, 1: rings 1 and 2 both send from rank 1"),
 ] + ([] if importlib.util.find_spec("cupy") else                      # a GPU machine has it
       [(["allreduce", "--device", "cuda"], "bench: error: --device cuda needs CuPy")]))
-def test_bad_input_is_one_line_and_exit_2(args, message):
-    result = bench(*args, "--np", "2")
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+    result = bench(*args, "--np", "2", "--out", str(tmp_path / "results"))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "results").exists()          # no empty results folder left behind
+
+
+@pytest.mark.parametrize("command", ["suite", "d2l"])
+def test_one_rank_has_nothing_to_compare(command, tmp_path):
+    result = bench(command, "--np", "1", "--out", str(tmp_path))
+    assert result.returncode == 2 and not list(tmp_path.iterdir())
+    assert result.stderr.strip() == f"bench: error: {command} --np 1: one rank has nothing to " \
+        "compare: every strategy is a copy, and bandwidths divide by zero time; start 2 or " \
+        "more (e.g. --np 4, make bench NP=4)"
+    rc, out = run(1, ["-m", "bench", command, "--out", str(tmp_path)], timeout=60)
+    assert rc == 2 and f"bench: error: {command} on 1 rank: one rank has nothing" in out
+    assert not list(tmp_path.iterdir())
 
 
 def test_bad_input_under_mpiexec_fails_every_rank():
