@@ -183,18 +183,89 @@ def test_bench_scaling_preset_json_table_and_files(tmp_path):
     for s in series:
         assert {"algo", "preset", "bytes", "nodes", "ranks", "seconds"} <= set(s)
         assert s["nodes"] == [1, 2, 4, 8, 16, 32, 64] and s["preset"] == "ethernet-100g"
-    said = [x["sentence"] for x in lines if x["kind"] == "crossover"]
-    assert "ring falls behind blocked above 2 nodes at 100M" in said
+    assert all(x["cause"] for x in lines if x["kind"] == "crossover")
     (folder,) = tmp_path.iterdir()
     assert {"scaling_model.csv", "results.json", "scaling_model.png",
             "scaling_model_sizes.png"} <= {p.name for p in folder.iterdir()}
     stored = json.loads((folder / "results.json").read_text())
     assert stored["evaluator"] == "closed-form" and stored["crossovers"]
-    text = bench("scaling", "--preset", "ethernet-100g", "--nodes", "1-16", "--size", "100M",
-                 "--algo", "ring,blocked", "--out", str(tmp_path))
+    text = bench("scaling", "--preset", "ethernet-100g", "--nodes", "1-64", "--size", "1K",
+                 "--algo", "root,rhd", "--out", str(tmp_path))
     assert text.returncode == 0, text.stderr
-    assert "#   ring falls behind blocked above 2 nodes at 100M" in text.stdout
-    assert "nodes  ranks  ring" in text.stdout
+    assert "#   root falls behind rhd above 25 nodes at 1K: its overhead" in text.stdout
+    assert "nodes  ranks  root" in text.stdout
+
+
+# ethernet-100g, one GPU per node (the docstrings' formulas, by hand): 12 us of path latency
+# between nodes, 3 us per message at an endpoint, 12.5 GB/s NICs; S = 1K = 256 float32
+ALPHA, O, NIC, S = 12e-6, 3e-6, 12.5e9, 1024
+
+
+def _root(n):        # rank 0 takes n-1 messages, then posts n-1; its NIC carries (n-1)S each way
+    return 2 * (ALPHA + (n - 1) * O + (n - 1) * S / NIC)
+
+
+def _blocked(n):     # every rank posts n-1 and takes n-1 per step; its NIC (n-1)/n S each way
+    return 2 * (ALPHA + 2 * (n - 1) * O + (n - 1) * (S // 4 // n) * 4 / NIC)
+
+
+def _rhd(n):         # fold and unfold (1 message each end, S) + 2 log2 p steps of 2 messages
+    p = 1 << (n.bit_length() - 1)
+    k = p.bit_length() - 1
+    fold = 2 * (ALPHA + O + S / NIC) if n > p else 0.0
+    return fold + 2 * k * (ALPHA + 2 * O) + 2 * (p - 1) / p * S / NIC
+
+
+def _first_behind(slower, faster, counts):
+    """(last count where `slower` is not behind, first where it is) from the formulas."""
+    behind = [n for n in counts if slower(n) > faster(n) * (1 + 1e-9)]
+    first = next(n for n in counts if n > 1 and all(m in behind for m in counts if m >= n))
+    return first - 1, first
+
+
+def _crossovers(out, preset_name, nodes, size, algos):
+    result = bench("scaling", "--preset", preset_name, "--nodes", nodes, "--size", size,
+                   "--algo", algos, "--json", "-q", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return [x for x in map(json.loads, result.stdout.splitlines()) if x["kind"] == "crossover"]
+
+
+def test_ethernet_100g_crossovers_are_where_the_formulas_put_them(tmp_path):
+    """Per-message overhead against latency: root's incast of n-1 messages per step against
+    rhd's 2 log2(n) latencies, and blocked's 2(n-1) messages per step against the same."""
+    counts = list(range(1, 65))
+    found = {(c["slower"], c["faster"]): c for c in _crossovers(tmp_path, "ethernet-100g",
+                                                                "1-64", "1K", "root,blocked,rhd")}
+    root_rhd = found[("root", "rhd")]
+    assert (root_rhd["last"], root_rhd["first"]) == _first_behind(_root, _rhd, counts) == (25, 26)
+    assert root_rhd["leader"] and root_rhd["cause"].startswith("its overhead")
+    blocked_rhd = found[("blocked", "rhd")]
+    assert (blocked_rhd["last"], blocked_rhd["first"]) == _first_behind(_blocked, _rhd, counts) \
+        == (10, 11)
+    assert blocked_rhd["cause"].startswith("its overhead") and "lead in latency" in \
+        blocked_rhd["cause"]
+
+
+def test_dgx_h100_crossover_rhd_behind_ring_across_nodes(tmp_path):
+    """100M on DGX H100s: in one box (NVSwitch, 2 us path, 1 us per message, 450 GB/s) rhd's
+    6 steps beat the ring's 14 on the same 2(7/8)S bytes; across two boxes rhd's first
+    halving sends S/2 from each of 8 GPUs through their box's one 50 GB/s NIC, where the
+    ring sends one chunk S/16 per step from a GPU through its 32 GB/s PCIe link to the NIC
+    (6 us path): rhd falls behind above 1 node."""
+    size, nvlink, pcie, ib = 100 << 20, 450e9, 32e9, 50e9
+    ring_one = 14 * (2e-6 + 2 * 1e-6) + 2 * 7 / 8 * size / nvlink
+    rhd_one = 6 * (2e-6 + 2 * 1e-6) + 2 * 7 / 8 * size / nvlink
+    ring_two = 30 * (6e-6 + 2 * 1e-6 + size / 16 / pcie)    # every step: one chunk off-box
+    rhd_two_at_least = 8 * (size / 2) / ib                  # its first step alone
+    assert rhd_one < ring_one and ring_two < rhd_two_at_least
+    (change,) = _crossovers(tmp_path, "dgx-h100", "1-2", "100M", "ring,rhd")
+    assert (change["slower"], change["faster"], change["last"], change["first"]) == \
+        ("rhd", "ring", 1, 2)
+    assert change["cause"].startswith("its bytes")
+    model = ScalingModel("dgx-h100", None, 4)
+    (ring_strategy,) = strategies(["ring"], 2, 8)
+    assert model.seconds(ring_strategy, 1, size) == pytest.approx(ring_one, rel=1e-9)
+    assert model.seconds(ring_strategy, 2, size) == pytest.approx(ring_two, rel=1e-9)
 
 
 @pytest.mark.parametrize("args,message", [
