@@ -162,9 +162,15 @@ def find_crossovers(model: ScalingModel, drawn: list[Strategy], counts: list[int
         def along_size(label, nbytes):
             return model.seconds(by_label[label], top, nbytes)
         for change in crossover.changes(labels, sorted(sizes), along_size, exact=False):
-            found.append({**change, "axis": "bytes", "nodes": top,
+            why = terms.cause(model.split(by_label[change["slower"]], top, change["first"]),
+                              model.split(by_label[change["faster"]], top, change["first"]))
+            leader = not change["level"] and \
+                fastest(model, drawn, top, change["last"]) == change["slower"] and \
+                fastest(model, drawn, top, change["first"]) == change["faster"]
+            found.append({**change, "axis": "bytes", "nodes": top, "cause": why,
+                          "leader": leader,
                           "sentence": crossover.sentence(change, format_size,
-                                                         f"at {_nodes(top)}")})
+                                                         f"at {_nodes(top)}") + f": {why}"})
     return found
 
 

@@ -94,29 +94,46 @@ def allreduce(x: np.ndarray, ctx: Context) -> None:
 
 # ---- schedules -------------------------------------------------------------------------
 
-def allreduce_pattern(n: int, count: int, itemsize: int, root: int = 0) -> CompactSchedule:
+def allreduce_pattern(n: int, count: int, itemsize: int, root: int = 0,
+                      halving: bool = True) -> CompactSchedule:
     """The table above as patterns: the fold and unfold as exchanges between pairs, each
     halving and doubling step as one exchange over p/2 pairs (bytes by receiver: the half
-    the receiver keeps; by sender: the blocks the sender holds)."""
+    the receiver keeps; by sender: the blocks the sender holds).
+
+    halving=False prices recursive doubling instead, MPICH's allreduce for short messages
+    (below 2 KB): k steps in which r and r ^ (1 << s) swap and reduce the whole buffer,
+    k * (alpha + 2o + S/B + gamma S). It is drawn beside rhd for comparison (the `rd`
+    variant); ringps does not run it."""
     p, extra = participants(n)
     whole = count * itemsize
     block = chunk_nbytes(count, p, itemsize)
     kept = [[sum(block[slice(*keep)]) for _, keep, _ in halves(p, r)] for r in range(p)]
     held = [[sum(block[slice(*mine)]) for _, mine, _ in doublings(p, r)] for r in range(p)]
-    halving, doubling = [], []
+    reducing, gathering = [], []
     for s in range(p.bit_length() - 1):
+        if not halving:                         # recursive doubling: whole buffers
+            reducing.append(Exchange(tuple(((r, r ^ (1 << s)), (r, r ^ (1 << s)), (whole, whole))
+                                           for r in range(p) if not r & (1 << s)),
+                                     "receiver", reduce=True))
+            continue
         pairs = [(r, r ^ (p >> (s + 1))) for r in range(p) if not r & (p >> (s + 1))]
-        halving.append(Exchange(tuple(((a, b), (a, b), (kept[a][s], kept[b][s]))
-                                      for a, b in pairs), "receiver", reduce=True))
+        reducing.append(Exchange(tuple(((a, b), (a, b), (kept[a][s], kept[b][s]))
+                                       for a, b in pairs), "receiver", reduce=True))
         pairs = [(r, r ^ (1 << s)) for r in range(p) if not r & (1 << s)]
-        doubling.append(Exchange(tuple(((a, b), (a, b), (held[a][s], held[b][s]))
-                                       for a, b in pairs), "sender"))
+        gathering.append(Exchange(tuple(((a, b), (a, b), (held[a][s], held[b][s]))
+                                        for a, b in pairs), "sender"))
     fold = [Exchange(tuple(((p + i,), (i,), (whole,)) for i in range(extra)), "receiver",
                      reduce=True)] if extra else []
     unfold = [Exchange(tuple(((i,), (p + i,), (whole,)) for i in range(extra)),
                        "receiver")] if extra else []
-    return CompactSchedule(fold + halving + doubling + unfold)
+    return CompactSchedule(fold + reducing + gathering + unfold)
 
 
-def allreduce_schedule(n: int, count: int, itemsize: int, root: int = 0) -> Schedule:
-    return allreduce_pattern(n, count, itemsize).expand()
+def allreduce_schedule(n: int, count: int, itemsize: int, root: int = 0, **variant) -> Schedule:
+    return allreduce_pattern(n, count, itemsize, **variant).expand()
+
+
+def allreduce_variants(nodes: int, ranks_per_node: int) -> dict[str, dict]:
+    """What bench scaling --preset draws: rhd, and recursive doubling beside it (`rd`,
+    priced only) to show where MPI libraries switch from one to the other."""
+    return {"rhd": {}, "rd": {"halving": False}}

@@ -224,7 +224,8 @@ def _first_behind(slower, faster, counts):
 
 
 def _crossovers(out, preset_name, nodes, size, algos):
-    result = bench("scaling", "--preset", preset_name, "--nodes", nodes, "--size", size,
+    sizes = ("--sizes" if "," in size else "--size")
+    result = bench("scaling", "--preset", preset_name, "--nodes", nodes, sizes, size,
                    "--algo", algos, "--json", "-q", "--out", str(out))
     assert result.returncode == 0, result.stderr
     return [x for x in map(json.loads, result.stdout.splitlines()) if x["kind"] == "crossover"]
@@ -286,3 +287,42 @@ def test_bad_scaling_input_is_one_line_and_exit_2(args, message):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"bench: error: {message}"), result.stderr
+
+
+def test_published_anchors_land_on_the_same_side(tmp_path):
+    """MPICH runs recursive doubling for allreduces up to 2 KB and Rabenseifner above: on
+    64 ethernet-100g nodes the model prefers rd (k steps of the whole buffer) at 2 KB and
+    rhd (2k steps of halves) at 1 MB, its switch lying between, where rd's k S/B overtakes
+    rhd's extra k latencies. BytePS: a PS whose servers bring their own NICs beats the ring
+    once enough nodes join; here the ring's 2(n-1) latencies are what it loses by."""
+    n, k = 64, 6
+    rd = {size: k * (ALPHA + 2 * O + size / NIC) for size in (2048, 1 << 20)}
+    rhd = {size: 2 * k * (ALPHA + 2 * O) + 2 * (n - 1) / n * size / NIC for size in rd}
+    assert rd[2048] < rhd[2048] and rhd[1 << 20] < rd[1 << 20]
+    switch = k * (ALPHA + 2 * O) * NIC / (k - 2 * (n - 1) / n)        # 335 KB
+    model = ScalingModel("ethernet-100g", None, 4)
+    drawn = {s.label: s for s in strategies(["rhd", "ring", "ps"], n, 1)}
+    for size in rd:
+        assert model.seconds(drawn["rd"], n, size) == pytest.approx(rd[size], rel=1e-9)
+        assert model.seconds(drawn["rhd"], n, size) == pytest.approx(rhd[size], rel=1e-9)
+    (change,) = [c for c in _crossovers(tmp_path, "ethernet-100g", "64", "2K,256K,512K,1M",
+                                        "rhd") if c["axis"] == "bytes"]
+    assert (change["slower"], change["faster"]) == ("rd", "rhd")
+    assert change["last"] <= switch < change["first"] and change["first"] == 512 << 10
+
+    size = 100 << 20
+    count = size // 4
+
+    def ps(n):           # n servers on machines of their own: push S, then pull S, per NIC
+        return 2 * (ALPHA + n * O + max(size, n * -(-count // n) * 4) / NIC)
+
+    def ring_(n):
+        return 2 * (n - 1) * (ALPHA + 2 * O + -(-count // n) * 4 / NIC)
+    counts = list(range(2, 65))
+    expected = _first_behind(ring_, ps, counts)
+    for nodes in (2, 25, 64):
+        assert model.seconds(drawn["ps(n servers)"], nodes, size) == pytest.approx(ps(nodes),
+                                                                                  rel=1e-9)
+    found = [c for c in _crossovers(tmp_path, "ethernet-100g", "1-64", "100M", "ring,ps")
+             if (c["slower"], c["faster"]) == ("ring", "ps(n servers)")]
+    assert [(c["last"], c["first"]) for c in found] == [expected] == [(24, 25)]
