@@ -223,7 +223,10 @@ def run(args) -> int:
     images = []
     if painter:
         title = f"modelled allreduce sync time: {where}"
-        painter.draw(plots.time_vs_nodes, series, folder / "scaling_model.png", title)
+        handovers = [{k: c[k] for k in ("bytes", "first", "faster", "slower")}
+                     for c in found if c.get("leader") and c["axis"] == "nodes"]
+        painter.draw(plots.time_vs_nodes, series, folder / "scaling_model.png", title,
+                     handovers)
         if len(sizes) > 1:
             painter.draw(plots.time_vs_size, series, max(counts),
                          folder / "scaling_model_sizes.png", title)
