@@ -10,7 +10,9 @@ and adding a rank adds a link's worth of bandwidth.
 
 After scatter-reduce rank r holds the reduced chunk r (the reduce_scatter result); the
 all-gather circulates the reduced chunks. Each rank sends and receives 2(n-1)/n * S, the
-lower bound for allreduce; time 2(n-1)/n * S/B + 2(n-1) * alpha.
+lower bound for allreduce. Per step one path latency (alpha) and, at every rank, one send
+posted and one chunk taken (2 injections, o each): 2(n-1) * (alpha + 2o) + 2(n-1)/n * S/B
+(+ gamma (n-1)/n * S). A chunk's segments overlap on the wire and are not charged apart.
 
 Pipelining: each chunk is cut into segments (segment_bytes). Segment j of step s+1 leaves
 as soon as segment j of step s has been reduced, and the receives of step s+1 are posted
