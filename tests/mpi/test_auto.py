@@ -32,3 +32,27 @@ def test_ranks_with_different_calibrations_agree(comm, monkeypatch):
     C.allreduce(high, op="max")
     assert low[0] == high[0], "ranks ran different algorithms under auto"
     auto._parameters.clear()
+
+
+def test_reasons_logged_once_per_size_class_on_rank_zero(comm, monkeypatch, caplog):
+    import logging
+    from collectives import torch_backend
+    monkeypatch.setenv("RINGPS_DEBUG", "info")
+    log = logging.getLogger("ringps.auto")
+    monkeypatch.setattr(log, "handlers", [])
+    monkeypatch.setattr(log, "level", log.level)
+    torch_backend._show_auto_choices()
+    assert log.level == logging.INFO and log.handlers
+    monkeypatch.setattr(auto, "stored_parameters", lambda: BYTES_DEAR)
+    auto._parameters.clear()
+    auto._logged.clear()
+    with caplog.at_level(logging.INFO, logger="ringps.auto"):
+        for count in (3000, 3100, 3900, 5000):        # 12000..15600 bytes: 16K; 20000: 32K
+            C.allreduce(np.ones(count, np.float32), algorithm="auto")
+    said = [r.getMessage() for r in caplog.records if r.name == "ringps.auto"]
+    if comm.rank == 0:
+        assert len(said) == 2 and "up to 16384 bytes" in said[0] and "up to 32768" in said[1]
+        assert all("predicted fastest" in line for line in said)
+    else:
+        assert said == []
+    auto._parameters.clear()
