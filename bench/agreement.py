@@ -40,7 +40,8 @@ def agreement(rows: list[dict], parameters: tuple) -> dict:
 
 def section(rows: list[dict], parameters: tuple) -> dict:
     found = agreement(rows, parameters)
-    headers = ["ranks", "size", "model's pick", "measured best", "pick / best", f"within {WITHIN:.0%}"]
+    headers = ["ranks", "size", "model's pick", "measured best", "pick / best",
+               f"within {WITHIN:.0%}"]
     body = [[c["ranks"], format_size(c["bytes"]), c["pick"], c["best"],
              f"{c['ratio']:.2f}" if c["ratio"] is not None else "pick not measured",
              "yes" if c["agrees"] else "NO"] for c in found["cells"]]

@@ -206,8 +206,10 @@ def model_vs_measured(points: list[dict], path: Path, title: str) -> Path:
         measured = [p["measured_seconds"] * 1e3 for p in mine]
         ax.plot(xs, [p["seconds"] * 1e3 for p in mine], "-", color=colour,
                 linewidth=styles.width(algo) * 0.6, alpha=0.8)
-        low = [m - p.get("min_seconds", p["measured_seconds"]) * 1e3 for m, p in zip(measured, mine)]
-        high = [p.get("max_seconds", p["measured_seconds"]) * 1e3 - m for m, p in zip(measured, mine)]
+        low = [m - p.get("min_seconds", p["measured_seconds"]) * 1e3
+               for m, p in zip(measured, mine)]
+        high = [p.get("max_seconds", p["measured_seconds"]) * 1e3 - m
+                for m, p in zip(measured, mine)]
         ax.errorbar(xs, measured, yerr=[low, high], fmt=marker, color=colour, markersize=5,
                     markerfacecolor="none", capsize=2, linewidth=0.8)
     from matplotlib.lines import Line2D

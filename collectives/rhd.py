@@ -7,12 +7,12 @@ the e = n-p extra ranks fold in first (the standard fold: extra p+i hands its bu
 i, which reduces it) and get the result back at the end. The buffer is cut into p blocks
 (partition.chunk_bounds); `half` is the range of blocks a rank still holds.
 
-    phase     step s        rank r exchanges with       sends                 keeps, reduces   bytes/rank
-    fold      (e > 0)       p+i -> i, for i < e          p+i: all S            i: all S         S
-    halving   0 .. k-1      r ^ (p >> s+1)               the half of `half`    the other half   S/2^(s+1)
-                                                         the partner keeps
-    doubling  0 .. k-1      r ^ (1 << s)                 the 2^s blocks held   stores theirs    2^s S/p
-    unfold    (e > 0)       i -> p+i, for i < e          i: all S (result)     p+i stores       S
+    phase     step s     rank r with          sends                keeps, reduces   bytes/rank
+    fold      (e > 0)    p+i -> i, i < e      p+i: all S           i: all S         S
+    halving   0 .. k-1   r ^ (p >> s+1)       the half of `half`   the other half   S/2^(s+1)
+                                              the partner keeps
+    doubling  0 .. k-1   r ^ (1 << s)         the 2^s blocks held  stores theirs    2^s S/p
+    unfold    (e > 0)    i -> p+i, i < e      i: all S (result)    p+i stores       S
 
 After halving rank r holds the reduced block r; doubling brings every block to every rank.
 Per rank 2(p-1)/p * S in each direction (plus S each way for a fold pair), the same lower

@@ -4,11 +4,11 @@ On one host every rank reaches every other through memory: the `local` topology 
 rank endpoints (and the host-memory buffer `host` aggregates in, which rank 0 copies its own
 gradient into and back out of) around one "memory" switch with per-rank bandwidth beta and
 latency alpha, every message costs its endpoints `overhead` seconds (LogGP's o), and
-reductions cost gamma seconds per byte. Under the closed-form evaluator an algorithm's time is linear in (alpha,
-1/beta, gamma, overhead), with coefficients read off its own schedule, so fitting the four
-to bench's measured rows is a least-squares problem (non-negative, relative error). The fit
-says how good it is (median and worst error per algorithm and size band, against TARGETS)
-and is written to a JSON file that `preset("local")` and `auto` load: store_path(), or the
+reductions cost gamma seconds per byte. Under the closed-form evaluator an algorithm's time
+is linear in (alpha, 1/beta, gamma, overhead), with coefficients read off its own schedule,
+so fitting the four to bench's measured rows is a least-squares problem (non-negative,
+relative error). The fit says how good it is (median and worst error per algorithm and size
+band, against TARGETS) and is written to a JSON file that `preset("local")` and `auto` load: store_path(), or the
 file `bench calibrate --out` names.
 """
 from __future__ import annotations

@@ -53,7 +53,8 @@ def from_dict(data: dict, origin: str = "topology") -> Topology:
 def to_dict(topology: Topology) -> dict:
     return {"name": topology.name, "source": topology.source, "gamma": topology.gamma,
             "ranks": topology.ranks, "switches": topology.switches,
-            "endpoints": topology.endpoints, "hosts": {str(k): v for k, v in topology.hosts.items()},
+            "endpoints": topology.endpoints,
+            "hosts": {str(k): v for k, v in topology.hosts.items()},
             "links": [asdict(link) for link in topology.links], "rings": topology.rings,
             "overhead": topology.overhead}
 
