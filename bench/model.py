@@ -9,6 +9,7 @@ from pathlib import Path
 from collectives.rings import LayoutError
 from topology.cost import modelled_algorithms, predict, ring_layout, takes_rings
 from topology.model import TopologyError
+from topology.terms import TERMS
 from topology.presets import NVLINK2
 
 from . import tables
@@ -32,12 +33,14 @@ def rows_for(topology, nbytes: int, ranks: int, algorithms: list[str],
             versions.append((f"{algo}(rank order)", {"rings": "rank-order"}))
         for label, variant in versions:
             closed = predict(topology, algo, nbytes, ranks, "closed-form", **variant)
+            parts = predict(topology, algo, nbytes, ranks, "terms", **variant)
             simulated = predict(topology, algo, nbytes, ranks, "simulate", **variant)
             own = layout in (None, topology.rings) or label != algo   # d2l's layout
             published = PUBLISHED[algo].ms / 1e3 if label in D2L_MACHINE.get(topology.name, ()) \
                 and ranks == len(topology.ranks) and own else None
             rows.append({"algo": label, "preset": topology.name, "ranks": ranks,
                          "bytes": nbytes, "seconds": closed, "simulated_seconds": simulated,
+                         "terms": parts,
                          "d2l_seconds": published,
                          "rings": layout if layout and label == algo else None})
     return rows
@@ -78,12 +81,16 @@ def run(args) -> int:
     body = []
     for r in rows:
         d2l = r["d2l_seconds"]
-        body.append([r["algo"], f"{r['seconds'] * 1e3:.2f}", f"{r['simulated_seconds'] * 1e3:.2f}",
+        body.append([r["algo"], f"{r['seconds'] * 1e3:.2f}"] +
+                    [f"{r['terms'][t] * 1e3:.3g}" for t in TERMS] +
+                    [f"{r['simulated_seconds'] * 1e3:.2f}",
                      f"{d2l * 1e3:g}" if d2l else "-",
                      f"{(r['seconds'] / d2l - 1) * 100:+.1f}%" if d2l else "-"])
     print(f"# model: {format_size(args.size)} allreduce on {ranks} ranks of {topology.name} "
           f"({topology.source})")
-    print(tables.text_table(["algo", "closed-form ms", "simulated ms", "d2l ms", "vs d2l"], body))
+    print(tables.text_table(["algo", "closed-form ms"] + [f"= {t}" if t == TERMS[0] else f"+ {t}"
+                                                          for t in TERMS] +
+                            ["simulated ms", "d2l ms", "vs d2l"], body))
     footnote = ring_footnote(rows)
     if footnote:
         print(footnote)

@@ -148,6 +148,12 @@ def test_bench_model_cli_json():
     assert {"algo", "preset", "ranks", "bytes", "seconds"} <= set(rows["root"])
     assert rows["root"]["seconds"] == pytest.approx(0.060, rel=0.05)
     assert rows["root"]["d2l_seconds"] == 0.060 and rows["ring"]["d2l_seconds"] is None
+    # the terms add up, and trace to root's table: 2 steps of a 2 us path (GPU-switch-GPU),
+    # rank 0 taking 3 messages then posting 3 at 1 us each, 2 x 3 x 160 MB over 16 GB/s
+    for row in rows.values():
+        assert sum(row["terms"].values()) == pytest.approx(row["seconds"], rel=1e-9)
+    assert rows["root"]["terms"] == pytest.approx({"latency": 4e-6, "overhead": 6e-6,
+                                                   "bytes": 0.060, "reduce": 0.0}, rel=1e-9)
     bad = subprocess.run([sys.executable, "-m", "bench", "model", "--preset", "nope"], cwd=ROOT,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("bench: error: unknown preset")

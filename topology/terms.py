@@ -18,6 +18,7 @@ from .model import Topology, closed_form
 
 TERMS = ("latency", "overhead", "bytes", "reduce")
 FREE = 1e30             # a bandwidth that makes bytes cost nothing
+PICOSECOND = 1e-12
 _alone: dict = {}       # id(topology) -> (topology, {term: topology with only that term})
 
 
@@ -39,8 +40,10 @@ def alone(topology: Topology) -> dict[str, Topology]:
 
 
 def split(topology: Topology, schedule, ranks: int) -> dict[str, float]:
-    """{term: seconds} for `schedule` on `topology`; they add up to closed_form's total."""
-    return {term: closed_form(copy, schedule, ranks) for term, copy in alone(topology).items()}
+    """{term: seconds} for `schedule` on `topology`; they add up to closed_form's total
+    (below a picosecond is what FREE bandwidth leaves behind: 0)."""
+    parts = {term: closed_form(copy, schedule, ranks) for term, copy in alone(topology).items()}
+    return {term: seconds if seconds > PICOSECOND else 0.0 for term, seconds in parts.items()}
 
 
 def cause(slower: dict[str, float], faster: dict[str, float]) -> str:
