@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
+import collectives as C
 from mpirun import ROOT, run
+from topology.auto import candidates
 
 
 def bench(*args, timeout=300, env=None):
@@ -71,8 +73,8 @@ def test_sweep_json_rows_and_results_folder(tmp_path):
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert {"collective", "algo", "dtype", "ranks", "bytes", "time_us", "algbw", "busbw",
             "wrong"} <= set(rows[0])
-    assert {r["algo"] for r in rows} == {"mpi", "gloo", "root", "host", "blocked", "ring", "auto"}
-    assert {r.get("chosen") for r in rows if r["algo"] == "auto"} <= {"root", "host", "blocked", "ring"}
+    assert {r["algo"] for r in rows} == {"mpi", "gloo", *C.flat_algorithms()} >= {"rhd", "auto"}
+    assert {r.get("chosen") for r in rows if r["algo"] == "auto"} <= set(candidates())
     assert all(r["wrong"] == 0 and r["ranks"] == 2 for r in rows)
     assert sorted({r["bytes"] for r in rows}) == [1024, 4096, 16384]
     (folder,) = tmp_path.iterdir()
@@ -93,10 +95,18 @@ def test_suite_writes_report_with_plots(tmp_path):
     for image in ("allreduce_busbw.png", "d2l.png", "scaling.png", "calibration.png"):
         assert f"]({image})" in report and (folder / image).stat().st_size > 1000
     assert "GPU0" in report and "| ring |" in report and "median error" in report
-    assert json.loads(stored.read_text())["beta"] > 0          # the local model was calibrated
-    assert (folder / "calibration.csv").exists()
-    again = bench("calibrate", str(folder), env={"RINGPS_LOCAL_TOPOLOGY": str(stored)})
+    assert f"stored in {stored}" in report and "| 2 | 1K |" in report     # agreement cells
+    assert "auto against the measurements" in report and "predicted fastest" in report
+    fitted = json.loads(stored.read_text())
+    assert fitted["beta"] > 0 and "overhead" in fitted and fitted["errors"]["ring"]["< 64K"]
+    assert (folder / "calibration.csv").exists() and (folder / "local.json").exists()
+    elsewhere = tmp_path / "mine.json"
+    again = bench("calibrate", str(folder), "--out", str(elsewhere),
+                  env={"RINGPS_LOCAL_TOPOLOGY": str(stored)})
     assert again.returncode == 0 and "median error" in again.stdout, again.stderr
+    assert f"stored in {elsewhere} (auto and the local preset read it with " \
+        f"RINGPS_LOCAL_TOPOLOGY={elsewhere})" in again.stdout
+    assert json.loads(elsewhere.read_text())["points"] == fitted["points"]
 
 
 def test_ddp_step_under_every_algorithm_and_gloo(tmp_path):
@@ -104,7 +114,7 @@ def test_ddp_step_under_every_algorithm_and_gloo(tmp_path):
                    "--json", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     rows = {r["algo"]: r for r in map(json.loads, result.stdout.splitlines())}
-    assert set(rows) == {"root", "host", "blocked", "ring", "auto", "gloo"}
+    assert set(rows) == {*C.flat_algorithms(), "gloo"}
     assert all(r["step_ms"] > 0 and r["ranks"] == 2 for r in rows.values())
     assert rows["gloo"]["ratio_to_gloo"] == 1.0
     (folder,) = tmp_path.iterdir()
