@@ -30,6 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     # the workers get their own Communicator and measure on it.
     comm = C.init(ranks_per_node=args.ranks_per_node, servers=getattr(args, "servers", None),
                   placement=getattr(args, "placement", "dedicated"))
+    if args.command in cli.COMPARING and comm.size < 2:   # workers (servers left in init)
+        if comm.rank == 0:
+            print(f"bench: error: {args.command} on {comm.size} rank: {cli.ONE_RANK}",
+                  file=sys.stderr)
+        return 2
     if args.np and args.np != comm.size and comm.rank == 0:
         print(f"bench: note: --np {args.np} ignored: already running under MPI with "
               f"{comm.size} ranks", file=sys.stderr)

@@ -118,6 +118,9 @@ def build_parser() -> Parser:
     p = sub.add_parser("calibrate", help="fit the `local` topology to a results folder's "
                                          "measurements (no MPI needed)")
     p.add_argument("folder", help="a bench results folder (results/<timestamp>-<name>)")
+    p.add_argument("--out", metavar="FILE", help="where to store the fit (default: "
+                   "$RINGPS_LOCAL_TOPOLOGY, else ~/.cache/ringps/local.json: what `auto` and "
+                   "the local preset read)")
     p.add_argument("--json", action="store_true", help="one JSON object per measured row")
     p = sub.add_parser("suite", help="the main job: allreduce sweep + d2l + scaling + REPORT.md")
     p.add_argument("-b", "--minbytes", type=_size, default=_size("1K"))
@@ -142,7 +145,14 @@ def algorithms(args, collective: str) -> list[str]:
     return names
 
 
+COMPARING = ("suite", "d2l")     # commands whose point is to compare ranks' strategies
+ONE_RANK = ("one rank has nothing to compare: every strategy is a copy, and bandwidths "
+            "divide by zero time; start 2 or more (e.g. --np 4, make bench NP=4)")
+
+
 def validate(args) -> None:
+    if args.command in COMPARING and args.np is not None and args.np < 2:
+        raise UsageError(f"{args.command} --np {args.np}: {ONE_RANK}")
     if args.command == "model":
         return validate_model(args)
     if args.command == "scaling" and args.preset is not None:

@@ -21,7 +21,13 @@ DEVICE_BYTES_PER_RANK = {       # x S, for n ranks: what one rank moves through 
     "blocked": lambda n: (n - 1) / n * 5,
     "root": lambda n: 3 * (n - 1) + 2 * (n - 1) if n > 1 else 0,   # on rank 0; the busiest
     "host": lambda n: 2.0,                                           # staged d2h + h2d copies
+    "rhd": lambda n: _rhd_bytes(n),                 # on a fold partner: the ring's, + 3S + 2S
 }
+
+
+def _rhd_bytes(n: int) -> float:
+    p = 1 << (n.bit_length() - 1)
+    return (p - 1) / p * 5 + (5 if n > p else 0)
 
 
 def _best(run, tries: int = 5) -> float:

@@ -20,7 +20,7 @@ class Output:
     def __init__(self, comm, args, name: str):
         self.comm, self.args = comm, args
         self.root = comm.rank == 0
-        self.folder = results.new_folder(args.out, name) if self.root else None
+        self.name, self._folder = name, None
         self.notes: set[str] = set()
         self._probe = None
 
@@ -29,6 +29,14 @@ class Output:
         if self._probe is None:
             self._probe = membw.probe(self.comm)
         return self._probe
+
+    @property
+    def folder(self):
+        """results/<timestamp>-<name>/ on rank 0, made when first written to: a run that
+        stops before writing anything leaves no empty folder behind."""
+        if self.root and self._folder is None:
+            self._folder = results.new_folder(self.args.out, self.name)
+        return self._folder
 
     @property
     def talking(self) -> bool:
@@ -223,6 +231,14 @@ def _calibration(out: Output, rows: list[dict]) -> dict:
     return section
 
 
+def _agreement(out: Output, rows: list[dict], fit) -> dict:
+    """The fitted model's `auto` picks against the measured best, cell by cell."""
+    from . import agreement
+    found = agreement.section(rows, (fit.alpha, fit.beta, fit.gamma, fit.overhead, True))
+    out.say(f"# {found['title']}: {found['text']}\n{tables.text_table(*found['table'])}\n")
+    return found
+
+
 def save(comm, out: Output, sections: list[dict], env: dict, probe: dict) -> None:
     if not out.root:
         return
@@ -315,7 +331,10 @@ def run(comm, args) -> None:
     env = environment.describe(comm)
     probe = out.probe()
     if args.command == "suite" and out.root:
-        sections.append(_calibration(out, [row for s in sections for row in s["rows"]]))
+        measured = [row for s in sections for row in s["rows"]]
+        sections.append(_calibration(out, measured))
+        if sections[-1].get("fit"):
+            sections.append(_agreement(out, measured, sections[-1].pop("fit")))
     save(comm, out, sections, env, probe)
     if args.command == "suite" and out.root:
         path = report.write(out.folder, env, probe, sections)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from collectives.rings import LayoutError
 from topology.cost import modelled_algorithms, predict, ring_layout, takes_rings
 from topology.model import TopologyError
+from topology.terms import TERMS
 from topology.presets import NVLINK2
 
 from . import tables
@@ -31,12 +33,14 @@ def rows_for(topology, nbytes: int, ranks: int, algorithms: list[str],
             versions.append((f"{algo}(rank order)", {"rings": "rank-order"}))
         for label, variant in versions:
             closed = predict(topology, algo, nbytes, ranks, "closed-form", **variant)
+            parts = predict(topology, algo, nbytes, ranks, "terms", **variant)
             simulated = predict(topology, algo, nbytes, ranks, "simulate", **variant)
             own = layout in (None, topology.rings) or label != algo   # d2l's layout
             published = PUBLISHED[algo].ms / 1e3 if label in D2L_MACHINE.get(topology.name, ()) \
                 and ranks == len(topology.ranks) and own else None
             rows.append({"algo": label, "preset": topology.name, "ranks": ranks,
                          "bytes": nbytes, "seconds": closed, "simulated_seconds": simulated,
+                         "terms": parts,
                          "d2l_seconds": published,
                          "rings": layout if layout and label == algo else None})
     return rows
@@ -77,57 +81,79 @@ def run(args) -> int:
     body = []
     for r in rows:
         d2l = r["d2l_seconds"]
-        body.append([r["algo"], f"{r['seconds'] * 1e3:.2f}", f"{r['simulated_seconds'] * 1e3:.2f}",
+        body.append([r["algo"], f"{r['seconds'] * 1e3:.2f}"] +
+                    [f"{r['terms'][t] * 1e3:.3g}" for t in TERMS] +
+                    [f"{r['simulated_seconds'] * 1e3:.2f}",
                      f"{d2l * 1e3:g}" if d2l else "-",
                      f"{(r['seconds'] / d2l - 1) * 100:+.1f}%" if d2l else "-"])
     print(f"# model: {format_size(args.size)} allreduce on {ranks} ranks of {topology.name} "
           f"({topology.source})")
-    print(tables.text_table(["algo", "closed-form ms", "simulated ms", "d2l ms", "vs d2l"], body))
+    print(tables.text_table(["algo", "closed-form ms"] + [f"= {t}" if t == TERMS[0] else f"+ {t}"
+                                                          for t in TERMS] +
+                            ["simulated ms", "d2l ms", "vs d2l"], body))
     footnote = ring_footnote(rows)
     if footnote:
         print(footnote)
     return 0
 
 
-def calibration_section(rows: list[dict], folder, say=print) -> dict:
-    """Fit `local` to measured rows, store it, plot model lines over the measured points."""
+def calibration_section(rows: list[dict], folder, say=print, store=None) -> dict:
+    """Fit `local` to measured rows, store it (calibrate.store_path(), or `store`), say
+    where and how good the fit is per algorithm and size band, and plot model lines over
+    the measured points."""
     from topology import calibrate
     from . import plots
     fit = calibrate.fit(rows)
-    path = calibrate.save(fit)
+    path = calibrate.save(fit, store)
+    if folder is not None:
+        calibrate.save(fit, Path(folder) / "local.json")       # the run keeps its own copy
     points = []
     for r in calibrate.usable_rows(rows):
         ranks, nbytes = int(r["ranks"]), int(r["bytes"])
         collective = r.get("collective", "allreduce")
-        model = float(calibrate.coefficients(r["algo"], ranks, nbytes, collective) @
-                      [fit.alpha, 1 / fit.beta, fit.gamma])
+        model = float(calibrate.coefficients(r["algo"], ranks, nbytes, collective) @ fit.terms())
         points.append({"algo": calibrate._label(r), "preset": "local", "ranks": ranks,
                        "bytes": nbytes, "seconds": model,
-                       "measured_seconds": float(r["time_us"]) * 1e-6})
-    headers = ["algo", "median error", "points"]
-    body = [[algo, f"{err * 100:.0f}%", sum(1 for p in points if p["algo"] == algo)]
-            for algo, err in fit.errors.items()]
+                       "measured_seconds": float(r["time_us"]) * 1e-6,
+                       "min_seconds": float(r.get("min_us") or r["time_us"]) * 1e-6,
+                       "max_seconds": float(r.get("max_us") or r["time_us"]) * 1e-6})
+    headers, body = error_table(fit)
+    reads = "" if store is None or Path(store) == calibrate.store_path() else \
+        f" (auto and the local preset read it with RINGPS_LOCAL_TOPOLOGY={path})"
     text = (f"alpha {fit.alpha * 1e6:.2f} us, beta {fit.beta / 1e9:.2f} GB/s, gamma "
-            f"{fit.gamma * 1e9:.3f} ns/B from {fit.points} measured rows; stored in "
-            f"{path} (the `local` preset, which `auto` uses)")
+            f"{fit.gamma * 1e9:.3f} ns/B, overhead {fit.overhead * 1e6:.2f} us per message, "
+            f"from {fit.points} measured rows; stored in {path}{reads}. Relative error of the "
+            f"model per algorithm and size band; targets: " +
+            ", ".join(f"{band} within {t:.0%}" for band, t in calibrate.TARGETS.items()) + ".")
     say(f"# calibration: {text}\n{tables.text_table(headers, body)}\n")
     images = []
     if folder is not None and plots.available():
-        images = [str(plots.model_vs_measured(points, folder / "calibration.png",
-                                              "local model (lines) vs measured (points)"))]
+        images = [str(plots.model_vs_measured(points, Path(folder) / "calibration.png",
+                                              "local model (lines) vs measured (points, "
+                                              "min-max bars)"))]
     return {"title": "calibration of the local model", "text": text, "table": (headers, body),
-            "images": images, "points": points, "name": "calibration"}
+            "images": images, "points": points, "name": "calibration", "fit": fit}
+
+
+def error_table(fit) -> tuple[list[str], list[list]]:
+    """Median and worst relative error per algorithm and size band, against the target."""
+    from topology.calibrate import TARGETS
+    headers = ["algo", "sizes", "median error", "worst error", "points", "target",
+               "median met"]
+    body = [[algo, band, f"{e['median'] * 100:.0f}%", f"{e['worst'] * 100:.0f}%", e["points"],
+             f"{TARGETS[band] * 100:.0f}%", "yes" if e["median"] <= TARGETS[band] else "NO"]
+            for algo, bands in fit.errors.items() for band, e in bands.items()]
+    return headers, body
 
 
 def calibrate(args) -> int:
-    from pathlib import Path
-
     from topology import calibrate as cal
     try:
         rows = cal.read_rows(args.folder)
         section = calibration_section(rows, Path(args.folder),
-                                      say=(lambda _: None) if args.json else print)
-    except TopologyError as exc:
+                                      say=(lambda _: None) if args.json else print,
+                                      store=args.out)
+    except (TopologyError, OSError) as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
     if args.json:

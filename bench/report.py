@@ -21,6 +21,8 @@ def write(folder: Path, env: dict, membw: dict, sections: list[dict]) -> Path:
             lines += [tables.markdown_table(*section["table"]), ""]
         for image in section.get("images", []):
             lines += [f"![{section['title']}]({Path(image).name})", ""]
+        if section.get("after"):
+            lines += [section["after"], ""]
     path = folder / "REPORT.md"
     path.write_text("\n".join(lines))
     return path

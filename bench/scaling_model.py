@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass
 
 from topology.cost import modelled_algorithms, schedule_for, spare_nodes, variants
+from topology import terms
 from topology.model import TopologyError, closed_form
 from topology.presets import preset
 
@@ -81,7 +82,8 @@ class ScalingModel:
             self._seconds[key] = self._compute(strategy, nodes, nbytes)
         return self._seconds[key]
 
-    def _compute(self, strategy: Strategy, nodes: int, nbytes: int) -> float | None:
+    def _compute(self, strategy: Strategy, nodes: int, nbytes: int,
+                 price=closed_form) -> float | None:
         settings = self.variant(strategy, nodes)
         if settings is None:
             return None
@@ -89,10 +91,14 @@ class ScalingModel:
         try:
             schedule = schedule_for(strategy.algorithm, ranks, nbytes // self.itemsize,
                                     self.itemsize, **settings)
-            return closed_form(self.topology(nodes + spare_nodes(schedule)), schedule, ranks)
+            return price(self.topology(nodes + spare_nodes(schedule)), schedule, ranks)
         except (TopologyError, ValueError) as exc:
             self.notes.add(f"{strategy.label} not drawn at {nodes} node(s): {exc}")
             return None
+
+    def split(self, strategy: Strategy, nodes: int, nbytes: int) -> dict[str, float] | None:
+        """The time's terms (topology/terms.py): latency, overhead, bytes, reduce."""
+        return self._compute(strategy, nodes, nbytes, terms.split)
 
 
 def strategies(algorithms: list[str], nodes: int, per_node: int) -> list[Strategy]:
@@ -143,19 +149,46 @@ def find_crossovers(model: ScalingModel, drawn: list[Strategy], counts: list[int
         def along_nodes(label, nodes, nbytes=nbytes):
             return model.seconds(by_label[label], nodes, nbytes)
         for change in crossover.changes(labels, sorted(counts), along_nodes, exact=True):
-            found.append({**change, "axis": "nodes", "bytes": nbytes,
+            why = terms.cause(model.split(by_label[change["slower"]], change["first"], nbytes),
+                              model.split(by_label[change["faster"]], change["first"], nbytes))
+            found.append({**change, "axis": "nodes", "bytes": nbytes, "cause": why,
+                          "leader": _hands_over(model, drawn, change, nbytes),
                           "sentence": crossover.sentence(change, _nodes,
-                                                         f"at {format_size(nbytes)}")})
+                                                         f"at {format_size(nbytes)}") +
+                          f": {why}"})
     if len(sizes) > 1:
         top = max(counts)
 
         def along_size(label, nbytes):
             return model.seconds(by_label[label], top, nbytes)
         for change in crossover.changes(labels, sorted(sizes), along_size, exact=False):
-            found.append({**change, "axis": "bytes", "nodes": top,
+            why = terms.cause(model.split(by_label[change["slower"]], top, change["first"]),
+                              model.split(by_label[change["faster"]], top, change["first"]))
+            leader = not change["level"] and \
+                fastest(model, drawn, top, change["last"]) == change["slower"] and \
+                fastest(model, drawn, top, change["first"]) == change["faster"]
+            found.append({**change, "axis": "bytes", "nodes": top, "cause": why,
+                          "leader": leader,
                           "sentence": crossover.sentence(change, format_size,
-                                                         f"at {_nodes(top)}")})
+                                                         f"at {_nodes(top)}") + f": {why}"})
     return found
+
+
+def fastest(model: ScalingModel, drawn: list[Strategy], nodes: int, nbytes: int):
+    """The label of the fastest strategy at this point (None where one takes no time at
+    all: nothing to sum, nothing to rank)."""
+    times = {s.label: model.seconds(s, nodes, nbytes) for s in drawn}
+    times = {label: t for label, t in times.items() if t is not None}
+    if not times or min(times.values()) <= 0:
+        return None
+    return min(times, key=lambda label: (times[label], label))
+
+
+def _hands_over(model: ScalingModel, drawn: list[Strategy], change: dict, nbytes: int) -> bool:
+    """Whether this crossover is where the fastest strategy changes hands."""
+    return not change["level"] and \
+        fastest(model, drawn, change["last"], nbytes) == change["slower"] and \
+        fastest(model, drawn, change["first"], nbytes) == change["faster"]
 
 
 def _nodes(count: int) -> str:
@@ -190,7 +223,10 @@ def run(args) -> int:
     images = []
     if painter:
         title = f"modelled allreduce sync time: {where}"
-        painter.draw(plots.time_vs_nodes, series, folder / "scaling_model.png", title)
+        handovers = [{k: c[k] for k in ("bytes", "first", "faster", "slower")}
+                     for c in found if c.get("leader") and c["axis"] == "nodes"]
+        painter.draw(plots.time_vs_nodes, series, folder / "scaling_model.png", title,
+                     handovers)
         if len(sizes) > 1:
             painter.draw(plots.time_vs_size, series, max(counts),
                          folder / "scaling_model_sizes.png", title)
@@ -218,12 +254,18 @@ def run(args) -> int:
         print(f"# modelled sync time (ms) of a {format_size(nbytes)} allreduce vs node count: "
               f"{where}; {EVALUATOR} evaluator over each strategy's compact schedule")
         print(tables.text_table(["nodes", "ranks"] + labels, body) + "\n")
-    print("# crossovers (node counts exact: the model evaluated at every integer count "
-          "between samples where the order changes)")
-    for change in found:
+    print("# where the fastest strategy changes, and why (node counts exact: the model "
+          "evaluated at every integer count between samples where the order changes; the "
+          "cause is the term, topology/terms.py, that overtakes the other's lead)")
+    handovers = [c for c in found if c.get("leader")]
+    for change in handovers:
         print(f"#   {change['sentence']}")
-    if not found:
-        print("#   none: the order of the strategies is the same at every node count")
+    if not handovers:
+        print("#   none: the same strategy is fastest at every node count")
+    others = len(found) - len(handovers)
+    if others:
+        print(f"# {others} more crossover(s) between strategies that are not the fastest: "
+              f"results.json, or --json")
     for note in sorted(model.notes):
         print(f"# note: {note}")
     print(f"# results: {folder}" + "".join(f"\n# plot: {image}" for image in images))

@@ -7,8 +7,10 @@ d2l's "split" strategy (15 ms for 4 GPUs and 160 MB on PCIe).
     1     rank j -> rank i: block j, for all i != j  (n-1)/n * S
 
 Same bytes as the ring, 2(n-1)/n * S per rank, but in two steps of n-1 simultaneous
-messages each: 2 * alpha instead of 2(n-1) * alpha, at the price of every link being busy at
-once (fine on a switch, contention on a ring). In parameter-server terms: n servers, one
+messages each: 2 latencies instead of 2(n-1), but not fewer messages. Per step every rank
+posts n-1 sends and takes n-1 blocks (2(n-1) injections), so the time is
+2 * (alpha + 2(n-1) o) + 2(n-1)/n * S/B (+ gamma (n-1)/n * S): the ring's messages in fewer,
+fatter steps, with every link busy at once (fine on a switch, contention on a ring). In parameter-server terms: n servers, one
 colocated with each worker, each owning one block. Blocks are partition.chunk_bounds.
 Each rank sends in the order j = r+1, r+2, ... so that no block owner is hit by everyone
 first.

@@ -9,8 +9,9 @@ is slower than GPU0 (60 ms) on the same 4-GPU PCIe box.
     0     every rank i -> host (on rank 0)  S from each i != 0; rank 0's own S is a copy
     1     host -> every rank i              S to each i != 0; rank 0's own S is a copy
 
-Cost 2n * S/B when every endpoint sits behind one link. In parameter-server terms: one
-dedicated server. On CPU buffers the host memory *is* rank 0's memory, so the data flow
+Cost 2n * S/B when every endpoint sits behind one link; per step one path latency, and the
+aggregator takes n messages (step 0) and posts n (step 1), rank 0's own copy among them:
+2 * (alpha + n o) + 2n * S/B (+ gamma n S). In parameter-server terms: one dedicated server. On CPU buffers the host memory *is* rank 0's memory, so the data flow
 equals `root` plus the aggregator's copy of its own buffer into the host buffer and back;
 on GPU buffers (the GPU path) that copy is the device-to-host staging through pinned memory.
 """

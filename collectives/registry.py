@@ -51,7 +51,8 @@ ALGORITHMS = Registry("allreduce", {
     "host": "collectives.host",
     "blocked": "collectives.blocked",
     "ring": "collectives.ring",
-    "oneshot": "collectives.oneshot",      # every rank reduces every peer's whole buffer
+    "rhd": "collectives.rhd",               # recursive halving/doubling (Rabenseifner)
+    "oneshot": "collectives.oneshot",       # every rank reduces every peer's whole buffer
     "ps": "ps.allreduce",                   # through the sharded parameter server (ps/)
     "hierarchical": "ps.hierarchical",      # in-node reduce-scatter, PS across nodes
     "auto": "topology.auto",                # the cost model's pick (topology/auto.py)

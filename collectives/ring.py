@@ -10,7 +10,9 @@ and adding a rank adds a link's worth of bandwidth.
 
 After scatter-reduce rank r holds the reduced chunk r (the reduce_scatter result); the
 all-gather circulates the reduced chunks. Each rank sends and receives 2(n-1)/n * S, the
-lower bound for allreduce; time 2(n-1)/n * S/B + 2(n-1) * alpha.
+lower bound for allreduce. Per step one path latency (alpha) and, at every rank, one send
+posted and one chunk taken (2 injections, o each): 2(n-1) * (alpha + 2o) + 2(n-1)/n * S/B
+(+ gamma (n-1)/n * S). A chunk's segments overlap on the wire and are not charged apart.
 
 Pipelining: each chunk is cut into segments (segment_bytes). Segment j of step s+1 leaves
 as soon as segment j of step s has been reduced, and the receives of step s+1 are posted
@@ -33,6 +35,7 @@ import numpy as np
 
 from .context import Context
 from .rings import RingLayout
+from .partition import segment_bounds
 from .schedule import CompactSchedule, Schedule, Together, Transfer, chunk_nbytes, ring
 
 
@@ -211,11 +214,20 @@ def allreduce_schedule(n: int, count: int, itemsize: int, root: int = 0,
     return allreduce_pattern(n, count, itemsize, rings=rings).expand()
 
 
+def _chain(hops: list[tuple[int, int]], count: int, itemsize: int, reduce: bool) -> Schedule:
+    """A pipelined chain: segment s crosses hop h at step s + h, so every hop is busy at
+    once, (n-2) + segments steps in all (S/B + (n-2) * segment/B, not (n-1) * S/B)."""
+    sizes = [(b - a) * itemsize for a, b in segment_bounds(0, count, itemsize)]
+    return Schedule([[Transfer(src, dst, sizes[t - h], reduce)
+                      for h, (src, dst) in enumerate(hops) if 0 <= t - h < len(sizes)]
+                     for t in range(len(sizes) + len(hops) - 1)] if hops else [])
+
+
 def broadcast_schedule(n: int, count: int, itemsize: int, root: int = 0) -> Schedule:
-    return Schedule([[Transfer((root + p) % n, (root + p + 1) % n, count * itemsize)]
-                     for p in range(n - 1)])
+    return _chain([((root + p) % n, (root + p + 1) % n) for p in range(n - 1)], count,
+                  itemsize, False)
 
 
 def reduce_schedule(n: int, count: int, itemsize: int, root: int = 0) -> Schedule:
-    return Schedule([[Transfer((root + p) % n, (root + p - 1) % n, count * itemsize, reduce=True)]
-                     for p in range(n - 1, 0, -1)])
+    return _chain([((root + p) % n, (root + p - 1) % n) for p in range(n - 1, 0, -1)], count,
+                  itemsize, True)

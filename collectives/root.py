@@ -6,8 +6,10 @@
     1     rank 0 -> every rank i != 0    (n-1) * S by rank 0   S by each i != 0
 
 Rank 0's link carries 2(n-1) * S, so time grows linearly with n: 2(n-1) * S/B (d2l: 60 ms
-for 4 GPUs and 160 MB on PCIe). In parameter-server terms: one server, colocated with
-worker 0.
+for 4 GPUs and 160 MB on PCIe). Latency and injections: one path latency per step, and rank
+0 takes n-1 messages (step 0) and posts n-1 (step 1): 2 * (alpha + (n-1) o) + 2(n-1) S/B
+(+ gamma (n-1) S). The fewest messages of any strategy, so it wins small messages on few
+ranks. In parameter-server terms: one server, colocated with worker 0.
 
 Also here, the direct primitives the strategy is made of: `reduce` (all -> root; the root
 receives two peers at a time into double-buffered scratch and reduces one while the next

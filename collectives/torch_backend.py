@@ -17,7 +17,8 @@ a collective step, so every rank must import it.
 
 RINGPS_DEBUG=detail checks a fingerprint of every collective across ranks first (like
 TORCH_DISTRIBUTED_DEBUG=DETAIL); without it the core's cheap metadata check still catches
-mismatched lengths, dtypes and ops.
+mismatched lengths, dtypes and ops. RINGPS_DEBUG=info (and detail) prints, on rank 0, which
+algorithm `auto` chose and why, once per (collective, size class).
 
 By default each group runs its collectives, in call order, on a thread of its own: the caller
 gets a Work at once (async_op=True returns immediately, DDP overlaps gradient buckets with
@@ -593,10 +594,25 @@ def _algorithm(pg_options) -> str:
     return chosen
 
 
+def _show_auto_choices() -> None:
+    """RINGPS_DEBUG=info or detail: let `auto`'s reasons (logger "ringps.auto", which it
+    writes once per size class on rank 0) reach stderr."""
+    import logging
+    if os.environ.get("RINGPS_DEBUG", "").lower() not in ("info", "detail"):
+        return
+    log = logging.getLogger("ringps.auto")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("ringps: %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
 def _create(backend_options, pg_options):
     """The creator torch calls on each member of a new group: over MPI under mpiexec, over a
     gloo group on torch's own store under torchrun (the same script runs either way)."""
     from .rendezvous import under_mpi
+    _show_auto_choices()
     timeout = getattr(backend_options, "timeout", None)
     if not under_mpi():
         from .storecomm import StoreCommunicator

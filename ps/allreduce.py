@@ -10,6 +10,10 @@ arrive and sends the result back to each worker. No keys, no state: the server o
 
     cost  max(S/B_worker, W S/(k B_server)) per direction: with k = W colocated servers this
           is `blocked`; with one dedicated server it is `host` (d2l's CPU).
+    alpha one path latency per step; injections: a worker posts k sends (step 0) and takes k
+          replies (step 1), a server takes W pushes and posts W replies: 2 (alpha + max(k, W) o).
+          The schedule has one transfer per worker and server; the 4-segment parts a worker
+          actually cuts its share into pipeline, and are not charged apart.
 
 A part's reply lands in the same memory it was sent from, so its receive is posted only
 once its send has completed (MPI forbids touching a buffer a send is still reading).

@@ -10,7 +10,9 @@ With N nodes of L local ranks (the workers' Communicator knows them: `comm.node`
     3     ring all-gather among the L local ranks             in-node      (L-1)/L S
 
 Every local rank talks to the servers (not only the leader), so all NICs and all server
-shards work at once. With nodes of unequal size the chunks would not line up, so then each
+shards work at once. Latency and injections: the two in-node rings 2(L-1) * (alpha_node +
+2o); the exchange one latency each way, local rank j posting k pushes and taking k replies,
+a server taking N pushes and posting N replies: 2 * (alpha_net + max(k, N) o). With nodes of unequal size the chunks would not line up, so then each
 node reduces to its leader (ring chain), the leaders go through the PS with the whole
 buffer, and each leader broadcasts inside its node (ring chain).
 """

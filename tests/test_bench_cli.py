@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
+import collectives as C
 from mpirun import ROOT, run
+from topology.auto import candidates
 
 
 def bench(*args, timeout=300, env=None):
@@ -31,12 +33,25 @@ def bench(*args, timeout=300, env=None):
      "bench: error: --rings: bad ring layout (ranks 0, 1: rings 1 and 2 both send from rank 1"),
 ] + ([] if importlib.util.find_spec("cupy") else                      # a GPU machine has it
       [(["allreduce", "--device", "cuda"], "bench: error: --device cuda needs CuPy")]))
-def test_bad_input_is_one_line_and_exit_2(args, message):
-    result = bench(*args, "--np", "2")
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+    result = bench(*args, "--np", "2", "--out", str(tmp_path / "results"))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "results").exists()          # no empty results folder left behind
+
+
+@pytest.mark.parametrize("command", ["suite", "d2l"])
+def test_one_rank_has_nothing_to_compare(command, tmp_path):
+    result = bench(command, "--np", "1", "--out", str(tmp_path))
+    assert result.returncode == 2 and not list(tmp_path.iterdir())
+    assert result.stderr.strip() == f"bench: error: {command} --np 1: one rank has nothing to " \
+        "compare: every strategy is a copy, and bandwidths divide by zero time; start 2 or " \
+        "more (e.g. --np 4, make bench NP=4)"
+    rc, out = run(1, ["-m", "bench", command, "--out", str(tmp_path)], timeout=60)
+    assert rc == 2 and f"bench: error: {command} on 1 rank: one rank has nothing" in out
+    assert not list(tmp_path.iterdir())
 
 
 def test_bad_input_under_mpiexec_fails_every_rank():
@@ -58,10 +73,8 @@ def test_sweep_json_rows_and_results_folder(tmp_path):
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert {"collective", "algo", "dtype", "ranks", "bytes", "time_us", "algbw", "busbw",
             "wrong"} <= set(rows[0])
-    assert {r["algo"] for r in rows} == {"mpi", "gloo", "root", "host", "blocked", "ring",
-                                         "oneshot", "auto"}
-    assert {r.get("chosen") for r in rows if r["algo"] == "auto"} <= {"root", "host", "blocked",
-                                                                     "ring", "oneshot"}
+    assert {r["algo"] for r in rows} == {"mpi", "gloo", *C.flat_algorithms()} >= {"rhd", "auto"}
+    assert {r.get("chosen") for r in rows if r["algo"] == "auto"} <= set(candidates())
     assert all(r["wrong"] == 0 and r["ranks"] == 2 for r in rows)
     assert sorted({r["bytes"] for r in rows}) == [1024, 4096, 16384]
     (folder,) = tmp_path.iterdir()
@@ -96,10 +109,18 @@ def test_suite_writes_report_with_plots(tmp_path):
     for image in ("allreduce_busbw.png", "d2l.png", "scaling.png", "calibration.png"):
         assert f"]({image})" in report and (folder / image).stat().st_size > 1000
     assert "GPU0" in report and "| ring |" in report and "median error" in report
-    assert json.loads(stored.read_text())["beta"] > 0          # the local model was calibrated
-    assert (folder / "calibration.csv").exists()
-    again = bench("calibrate", str(folder), env={"RINGPS_LOCAL_TOPOLOGY": str(stored)})
+    assert f"stored in {stored}" in report and "| 2 | 1K |" in report     # agreement cells
+    assert "auto against the measurements" in report and "predicted fastest" in report
+    fitted = json.loads(stored.read_text())
+    assert fitted["beta"] > 0 and "overhead" in fitted and fitted["errors"]["ring"]["< 64K"]
+    assert (folder / "calibration.csv").exists() and (folder / "local.json").exists()
+    elsewhere = tmp_path / "mine.json"
+    again = bench("calibrate", str(folder), "--out", str(elsewhere),
+                  env={"RINGPS_LOCAL_TOPOLOGY": str(stored)})
     assert again.returncode == 0 and "median error" in again.stdout, again.stderr
+    assert f"stored in {elsewhere} (auto and the local preset read it with " \
+        f"RINGPS_LOCAL_TOPOLOGY={elsewhere})" in again.stdout
+    assert json.loads(elsewhere.read_text())["points"] == fitted["points"]
 
 
 def test_ddp_step_under_every_algorithm_and_gloo(tmp_path):
@@ -107,7 +128,7 @@ def test_ddp_step_under_every_algorithm_and_gloo(tmp_path):
                    "--json", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     rows = {r["algo"]: r for r in map(json.loads, result.stdout.splitlines())}
-    assert set(rows) == {"root", "host", "blocked", "ring", "oneshot", "auto", "gloo"}
+    assert set(rows) == {*C.flat_algorithms(), "gloo"}
     assert all(r["step_ms"] > 0 and r["ranks"] == 2 for r in rows.values())
     assert rows["gloo"]["ratio_to_gloo"] == 1.0
     (folder,) = tmp_path.iterdir()

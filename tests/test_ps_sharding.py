@@ -79,8 +79,16 @@ def test_placement_is_deterministic_and_batches_never_move_earlier_blocks():
     assert placement(ConsistentHashSlicer, 4, blocks) == placement(ConsistentHashSlicer, 4, blocks)
     slicer = ConsistentHashSlicer(4)
     first = slicer.place(blocks[:50])
-    slicer.place(blocks[50:])
-    assert first == {b.name: s for b, s in zip(blocks[:50], [first[b.name] for b in blocks[:50]])}
+    after_first = list(slicer.loads)
+    second = slicer.place(blocks[50:])
+    assert set(first) == {b.name for b in blocks[:50]} and not set(first) & set(second)
+    # the earlier blocks' bytes stay on the servers the first batch named: the loads are
+    # exactly both batches' placements added up, and no server's load went down
+    where = {**first, **second}
+    expected = [sum(b.nbytes for b in blocks if where[b.name] == s) for s in range(4)]
+    assert slicer.loads == expected
+    assert all(now >= before for now, before in zip(slicer.loads, after_first))
+    assert len(set(second.values())) > 1           # the second batch spreads: it was placed
 
 
 def test_make_slicer_names_and_errors():

@@ -2,10 +2,22 @@
 
 The model is the `local` topology (calibrated by `make bench` / `python -m bench calibrate`,
 a guess before that) priced with the closed-form evaluator over every registered algorithm
-that has a schedule. All ranks must pick the same algorithm, so the parameters are rank 0's:
-they are shared once per transport (one small exchange) and choices are cached per
-(ranks, bytes). The choice and its reason are logged at INFO level ("ringps.auto") and kept
-in `last_choice` for bench to print.
+that has a schedule and needs no server ranks (a new algorithm joins as soon as it is
+registered with an `allreduce_pattern` or `allreduce_schedule`). Each candidate's time is
+split into the model's terms, read off its own schedule (calibrate.coefficients):
+
+    latency   alpha    x  steps (path latencies in sequence)
+    overhead  o        x  messages at the busiest endpoint, summed over steps
+    bytes     1/beta   x  bytes over the busiest link, summed over steps
+    reduce    gamma    x  bytes reduced at the busiest endpoint, summed over steps
+
+and the reason for a choice names the winner's and the runner-up's terms, so a pick can be
+traced to lines of their schedules. All ranks must pick the same algorithm, so the
+parameters are rank 0's: they are shared once per transport (one small exchange) and choices
+are cached per (ranks, bytes). Rank 0 logs the choice and its reason at INFO level
+("ringps.auto") once per (ranks, size class: the power of two at or above the size); the
+torch backend shows them under RINGPS_DEBUG=info. The last choice is kept in `last_choice`
+for bench to print.
 
 Schedule: the chosen algorithm's schedule.
 """
@@ -19,8 +31,10 @@ from collectives import ALGORITHMS
 
 log = logging.getLogger("ringps.auto")
 NAME = "auto"
-_parameters: dict = {}          # id(transport) -> (alpha, beta, gamma, calibrated)
-_choices: dict = {}             # (alpha, beta, gamma, ranks, nbytes) -> (name, reason)
+TERMS = ("latency", "bytes", "reduce", "overhead")      # in calibrate.coefficients' order
+_parameters: dict = {}          # id(transport) -> (alpha, beta, gamma, overhead, calibrated)
+_choices: dict = {}             # (parameters, ranks, nbytes, itemsize) -> (name, reason)
+_logged: set = set()            # (ranks, size class) already logged
 last_choice: dict = {}
 
 
@@ -31,24 +45,42 @@ def candidates() -> list[str]:
     return [name for name in modelled_algorithms() if name not in NEED_SERVERS]
 
 
-def choose(ranks: int, nbytes: int, parameters=None) -> tuple[str, str]:
+def stored_parameters() -> tuple:
+    from .calibrate import load_parameters
+    p = load_parameters()
+    return p["alpha"], p["beta"], p["gamma"], p["overhead"], p["calibrated"]
+
+
+def predictions(ranks: int, nbytes: int, parameters: tuple,
+                itemsize: int = 4) -> dict[str, dict[str, float]]:
+    """{algorithm: {term: seconds}} on the local model with these parameters, for nbytes of
+    `itemsize`-byte elements (which decides how many chunks have bytes at all)."""
+    from .calibrate import coefficients
+    alpha, beta, gamma, overhead = parameters[:4]
+    terms = np.array([alpha, 1 / beta, gamma, overhead])
+    return {name: dict(zip(TERMS, coefficients(name, ranks, nbytes, itemsize=itemsize) * terms))
+            for name in candidates()}
+
+
+def _terms(name: str, parts: dict[str, float]) -> str:
+    said = " + ".join(f"{term} {parts[term] * 1e3:.3g}" for term in TERMS if parts[term] > 0)
+    return f"{name} {sum(parts.values()) * 1e3:.3g} ms ({said or 'nothing to move'})"
+
+
+def choose(ranks: int, nbytes: int, parameters=None, itemsize: int = 4) -> tuple[str, str]:
     """(algorithm, reason) the model prefers for an allreduce of nbytes on ranks."""
-    from .calibrate import load_parameters, local_topology
-    from .model import closed_form
-    if parameters is None:
-        p = load_parameters()
-        parameters = (p["alpha"], p["beta"], p["gamma"], p["calibrated"])
-    alpha, beta, gamma, calibrated = parameters
-    key = (alpha, beta, gamma, ranks, nbytes)
+    parameters = stored_parameters() if parameters is None else parameters
+    key = (*parameters[:4], ranks, nbytes, itemsize)
     if key not in _choices:
-        topology = local_topology(max(ranks, 1), alpha, beta, gamma)
-        predicted = {name: closed_form(topology, ALGORITHMS.schedule(name, ranks, nbytes, 1), ranks)
-                     for name in candidates()}
-        best = min(predicted, key=lambda name: (predicted[name], name))
-        others = ", ".join(f"{n} {t * 1e3:.3g}" for n, t in sorted(predicted.items(),
-                                                                   key=lambda kv: kv[1]))
-        reason = (f"{best} predicted fastest for {nbytes} bytes on {ranks} ranks (ms: {others}; "
-                  f"{'calibrated' if calibrated else 'uncalibrated'} local model)")
+        predicted = predictions(ranks, nbytes, parameters, itemsize)
+        total = {name: sum(parts.values()) for name, parts in predicted.items()}
+        ranked = sorted(total, key=lambda name: (total[name], name))
+        best = ranked[0]
+        beside = f"; next {_terms(ranked[1], predicted[ranked[1]])}" if len(ranked) > 1 else ""
+        rest = ", ".join(f"{n} {total[n] * 1e3:.3g}" for n in ranked[2:])
+        reason = (f"{_terms(best, predicted[best])} predicted fastest for {nbytes} bytes on "
+                  f"{ranks} ranks{beside}{f'; then (ms) {rest}' if rest else ''} "
+                  f"[{'calibrated' if parameters[4] else 'uncalibrated'} local model]")
         _choices[key] = (best, reason)
     return _choices[key]
 
@@ -57,22 +89,29 @@ def _agreed_parameters(transport) -> tuple:
     """Rank 0's model parameters, shared with every rank once per transport."""
     key = id(transport)
     if key not in _parameters:
-        from .calibrate import load_parameters
-        p = load_parameters()
-        mine = np.array([p["alpha"], p["beta"], p["gamma"], float(p["calibrated"])])
+        mine = np.array([float(v) for v in stored_parameters()])
         table = transport.exchange(mine.view(np.int64)).view(np.float64)
-        alpha, beta, gamma, calibrated = table[0]
-        _parameters[key] = (float(alpha), float(beta), float(gamma), bool(calibrated))
+        alpha, beta, gamma, overhead, calibrated = table[0]
+        _parameters[key] = (float(alpha), float(beta), float(gamma), float(overhead),
+                            bool(calibrated))
     return _parameters[key]
 
 
+def size_class(nbytes: int) -> int:
+    """The power of two at or above nbytes: choices are logged once per class."""
+    return 1 << max(int(nbytes) - 1, 0).bit_length()
+
+
 def allreduce(x: np.ndarray, ctx) -> None:
-    name, reason = choose(ctx.size, x.nbytes, _agreed_parameters(ctx.transport))
+    name, reason = choose(ctx.size, x.nbytes, _agreed_parameters(ctx.transport), x.itemsize)
     last_choice.update(algorithm=name, reason=reason)
-    log.info("auto: %s", reason)
+    seen = (ctx.size, size_class(x.nbytes))
+    if ctx.rank == 0 and seen not in _logged:
+        _logged.add(seen)
+        log.info("auto allreduce, %d ranks, up to %d bytes: %s", ctx.size, seen[1], reason)
     ALGORITHMS.function(name)(x, ctx)
 
 
 def allreduce_schedule(n: int, count: int, itemsize: int, root: int = 0):
-    name, _ = choose(n, count * itemsize)
+    name, _ = choose(n, count * itemsize, itemsize=itemsize)
     return ALGORITHMS.schedule(name, n, count, itemsize, root)

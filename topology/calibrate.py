@@ -1,11 +1,15 @@
 """Calibrate the `local` topology from what bench measured on this machine.
 
 On one host every rank reaches every other through memory: the `local` topology is a star of
-rank endpoints around one "memory" switch with per-rank bandwidth beta and latency alpha, and
+rank endpoints (and the host-memory buffer `host` aggregates in, which rank 0 copies its own
+gradient into and back out of) around one "memory" switch with per-rank bandwidth beta and
+latency alpha, every message costs its endpoints `overhead` seconds (LogGP's o), and
 reductions cost gamma seconds per byte. Under the closed-form evaluator an algorithm's time
-is linear in (alpha, 1/beta, gamma), with coefficients read off its own schedule, so fitting
-the three to bench's measured allreduce rows is a least-squares problem (non-negative,
-relative error). The fit is written to a JSON file that `preset("local")` loads.
+is linear in (alpha, 1/beta, gamma, overhead), with coefficients read off its own schedule,
+so fitting the four to bench's measured rows is a least-squares problem (non-negative,
+relative error). The fit says how good it is (median and worst error per algorithm and size
+band, against TARGETS) and is written to a JSON file that `preset("local")` and `auto` load: store_path(), or the
+file `bench calibrate --out` names.
 """
 from __future__ import annotations
 
@@ -17,28 +21,45 @@ from pathlib import Path
 
 import numpy as np
 
-from .cost import modelled_algorithms
+from .cost import modelled_algorithms, schedule_for
 from .model import Link, Topology, TopologyError, closed_form
 
 HUGE = 1e30
-DEFAULT = {"alpha": 20e-6, "beta": 2e9, "gamma": 0.2e-9}     # a guess until bench calibrates
+DEFAULT = {"alpha": 20e-6, "beta": 2e9, "gamma": 0.2e-9,      # a guess until bench calibrates
+           "overhead": 5e-6}
+BANDS = (("< 64K", 0, 1 << 16), (">= 64K", 1 << 16, float("inf")))    # message sizes
+TARGETS = {"< 64K": 0.50, ">= 64K": 0.25}     # the error a calibration should stay within
 
 
-def local_topology(ranks: int, alpha: float, beta: float, gamma: float) -> Topology:
+def local_topology(ranks: int, alpha: float, beta: float, gamma: float,
+                   overhead: float = 0.0) -> Topology:
     endpoints = {f"rank{r}": {"kind": "cpu", "node": 0} for r in range(ranks)}
-    links = [Link(f"rank{r}", "memory", beta, alpha / 2, "memory") for r in range(ranks)]
-    return Topology("local", endpoints, ["memory"], links, list(endpoints), {0: "rank0"}, gamma,
+    names = list(endpoints)
+    endpoints["host"] = {"kind": "cpu", "node": 0}     # a buffer of its own: `host` copies in
+    links = [Link(end, "memory", beta, alpha / 2, "memory") for end in endpoints]
+    return Topology("local", endpoints, ["memory"], links, names, {0: "host"}, gamma,
                     source=f"this machine, calibrated: alpha {alpha * 1e6:.2f} us, beta "
-                           f"{beta / 1e9:.2f} GB/s, gamma {gamma * 1e9:.3f} ns/B")
+                           f"{beta / 1e9:.2f} GB/s, gamma {gamma * 1e9:.3f} ns/B, overhead "
+                           f"{overhead * 1e6:.2f} us per message", overhead=overhead)
 
 
-def coefficients(algo: str, ranks: int, nbytes: int, collective: str = "allreduce") -> np.ndarray:
-    """(a, b, c) with closed-form time = a*alpha + b/beta + c*gamma for this algorithm."""
+def _unit_topologies(ranks: int) -> list[Topology]:
+    """One topology per fitted term with that term 1 and the others 0 (bandwidth: 1/beta)."""
+    return [local_topology(ranks, 1.0, HUGE, 0.0), local_topology(ranks, 0.0, 1.0, 0.0),
+            local_topology(ranks, 0.0, HUGE, 1.0), local_topology(ranks, 0.0, HUGE, 0.0, 1.0)]
+
+
+def coefficients(algo: str, ranks: int, nbytes: int, collective: str = "allreduce",
+                 itemsize: int = 4) -> np.ndarray:
+    """(a, b, c, d) with closed-form time = a*alpha + b/beta + c*gamma + d*overhead for this
+    algorithm on nbytes of `itemsize`-byte elements: its own schedule priced once per term."""
     from collectives import COLLECTIVES
-    schedule = COLLECTIVES[collective].schedule(algo, ranks, nbytes // 4, 4)
-    unit = [local_topology(ranks, 1.0, HUGE, 0.0), local_topology(ranks, 0.0, 1.0, 0.0),
-            local_topology(ranks, 0.0, HUGE, 1.0)]
-    return np.array([closed_form(t, schedule, ranks) for t in unit])
+    count = nbytes // itemsize
+    if collective == "allreduce":
+        schedule = schedule_for(algo, ranks, count, itemsize)
+    else:
+        schedule = COLLECTIVES[collective].schedule(algo, ranks, count, itemsize)
+    return np.array([closed_form(t, schedule, ranks) for t in _unit_topologies(ranks)])
 
 
 def _nnls(A: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -59,15 +80,20 @@ class Calibration:
     alpha: float
     beta: float
     gamma: float
-    errors: dict            # algo (or collective/algo) -> median relative error of the fit
+    overhead: float
+    errors: dict            # label -> band -> {"median", "worst", "points"}: relative errors
     points: int
 
     def topology(self, ranks: int) -> Topology:
-        return local_topology(ranks, self.alpha, self.beta, self.gamma)
+        return local_topology(ranks, self.alpha, self.beta, self.gamma, self.overhead)
+
+    def terms(self) -> np.ndarray:
+        """The fitted terms in the order of `coefficients`."""
+        return np.array([self.alpha, 1 / self.beta, self.gamma, self.overhead])
 
     def to_dict(self) -> dict:
         return {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma,
-                "errors": self.errors, "points": self.points}
+                "overhead": self.overhead, "errors": self.errors, "points": self.points}
 
 
 def usable_rows(rows: list[dict]) -> list[dict]:
@@ -83,32 +109,51 @@ def usable_rows(rows: list[dict]) -> list[dict]:
 
 
 def fit(rows: list[dict]) -> Calibration:
-    """Fit alpha, beta, gamma to measured rows (bench CSV/JSON rows of any collective).
+    """Fit alpha, beta, gamma and the per-message overhead to measured rows (bench CSV/JSON
+    rows of any collective), minimising the relative error.
 
     Every allreduce reduces a fixed share of what it moves, so allreduce rows alone cannot
     tell 1/beta from gamma; rows without reductions (broadcast, allgather) separate them.
-    Without such rows gamma is left at 0 and beta absorbs the reduction cost."""
+    Without such rows gamma is left at 0 and beta absorbs the reduction cost. Alpha and the
+    overhead separate because strategies post different numbers of messages per step."""
     usable = usable_rows(rows)
-    if len(usable) < 3:
-        raise TopologyError(f"calibration needs at least 3 measured rows of ringps algorithms "
+    if len(usable) < 4:
+        raise TopologyError(f"calibration needs at least 4 measured rows of ringps algorithms "
                             f"on 2+ ranks; got {len(usable)}")
     A = np.array([coefficients(r["algo"], int(r["ranks"]), int(r["bytes"]),
                                r.get("collective", "allreduce")) for r in usable])
     y = np.array([float(r["time_us"]) * 1e-6 for r in usable])
     weighted = A / y[:, None]                             # minimise relative error
-    if np.linalg.matrix_rank(weighted, tol=1e-9 * np.abs(weighted).max()) < 3:
-        x = np.zeros(3)
-        x[:2] = _nnls(weighted[:, :2], np.ones_like(y))
-    else:
-        x = _nnls(weighted, np.ones_like(y))
-    alpha, inverse_beta, gamma = x
-    predicted = A @ x
-    errors: dict[str, float] = {}
-    for key in sorted({_label(r) for r in usable}):
-        mine = [i for i, r in enumerate(usable) if _label(r) == key]
-        errors[key] = float(np.median(np.abs(predicted[mine] - y[mine]) / y[mine]))
+    tol = 1e-9 * np.abs(weighted).max()
+    x = np.zeros(4)
+    free = [0, 1, 2, 3]
+    if np.linalg.matrix_rank(weighted, tol=tol) < 4:
+        free.remove(2)                                    # gamma: not identifiable here
+    if np.linalg.matrix_rank(weighted[:, free], tol=tol) < len(free):
+        free.remove(3)                                    # one kind of step: no overhead
+    x[free] = _nnls(weighted[:, free], np.ones_like(y))
+    alpha, inverse_beta, gamma, overhead = x
     return Calibration(float(alpha), 1.0 / inverse_beta if inverse_beta > 0 else HUGE,
-                       float(gamma), errors, len(usable))
+                       float(gamma), float(overhead), _errors(usable, A @ x, y), len(usable))
+
+
+def band_of(nbytes: int) -> str:
+    return next(name for name, low, high in BANDS if low <= nbytes < high)
+
+
+def _errors(usable: list[dict], predicted: np.ndarray, measured: np.ndarray) -> dict:
+    """Per label and size band: median and worst relative error of the model, and points."""
+    errors: dict = {}
+    relative = np.abs(predicted - measured) / measured
+    for key in sorted({_label(r) for r in usable}):
+        for band, _, _ in BANDS:
+            mine = [i for i, r in enumerate(usable)
+                    if _label(r) == key and band_of(int(r["bytes"])) == band]
+            if mine:
+                errors.setdefault(key, {})[band] = {
+                    "median": float(np.median(relative[mine])),
+                    "worst": float(relative[mine].max()), "points": len(mine)}
+    return errors
 
 
 def _label(row: dict) -> str:
@@ -136,7 +181,7 @@ def store_path() -> Path:
 
 
 def save(calibration: Calibration, path: Path | None = None) -> Path:
-    path = path or store_path()
+    path = Path(path) if path else store_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(calibration.to_dict(), indent=2) + "\n")
@@ -149,7 +194,8 @@ def load_parameters() -> dict:
     path = store_path()
     try:
         data = json.loads(path.read_text())
-        return {"alpha": float(data["alpha"]), "beta": float(data["beta"]),
-                "gamma": float(data["gamma"]), "calibrated": True, "path": str(path)}
+        found = {key: float(data[key]) for key in ("alpha", "beta", "gamma")}
+        found["overhead"] = float(data.get("overhead", 0.0))      # older files: none fitted
+        return {**found, "calibrated": True, "path": str(path)}
     except (OSError, ValueError, KeyError):
         return {**DEFAULT, "calibrated": False, "path": str(path)}

@@ -1,7 +1,8 @@
 """Closed-form price of a CompactSchedule without listing its transfers.
 
 The answer is model.closed_form's for the expanded schedule (per step: longest path latency
-+ busiest link + gamma * most bytes reduced at one endpoint, summed), found per pattern
++ overhead * most messages at one endpoint + busiest link + gamma * most bytes reduced at one
+endpoint, summed), found per pattern
 (collectives/schedule.py) in time that grows with the members, not with the pairs or steps:
 
 Exchange, on a tree (tree.py): a pair's path crosses the link above vertex v exactly when
@@ -110,11 +111,20 @@ def _exchange(topology: Topology, pattern: Exchange, ranks: int, locations: dict
     columns = [np.r_[ones_s, zeros_d],                                   # senders
                np.r_[zeros_s if by_receiver else sizes, zeros_d],        # bytes they send
                np.r_[zeros_s, ones_d],                                   # receivers
-               np.r_[zeros_s, sizes if by_receiver else zeros_d]]        # bytes they take
+               np.r_[zeros_s, sizes if by_receiver else zeros_d],        # bytes they take
+               np.r_[np.zeros(len(senders)) if by_receiver else sizes > 0,  # sides with bytes
+                     sizes > 0 if by_receiver else np.zeros(len(receivers))]]
     # per (group, endpoint), then per group
-    keys, (n_send, sent, n_recv, taken) = _segments(group * t.size + vertex, *columns)
+    keys, (n_send, sent, n_recv, taken, sized) = _segments(group * t.size + vertex, *columns)
     g, v = keys // t.size, keys % t.size
-    totals = [np.bincount(g, weights=c, minlength=groups) for c in (n_send, sent, n_recv, taken)]
+    totals = [np.bincount(g, weights=c, minlength=groups)
+              for c in (n_send, sent, n_recv, taken, sized)]
+    # messages at each endpoint: to every sized receiver elsewhere, from every sender elsewhere
+    if by_receiver:
+        messages = n_send * (totals[4][g] - sized) + sized * (totals[0][g] - n_send)
+    else:
+        messages = sized * (totals[2][g] - n_recv) + n_recv * (totals[4][g] - sized)
+    most_messages = np.bincount(v, weights=messages, minlength=t.size).max(initial=0.0)
     all_send, all_sent = totals[0][g], totals[1][g]
     reduced = 0.0
     if pattern.reduce:                       # from every sender not on this endpoint
@@ -152,7 +162,8 @@ def _exchange(topology: Topology, pattern: Exchange, ranks: int, locations: dict
     load = np.bincount(np.r_[hop, hop ^ 1], weights=np.r_[up, down],
                        minlength=len(t.hop_bandwidth))
     busiest = (load / t.hop_bandwidth).max()
-    return float(latency + busiest + topology.gamma * reduced)
+    return float(latency + topology.overhead * most_messages + busiest
+                 + topology.gamma * reduced)
 
 
 # ---- Ring ------------------------------------------------------------------------------
@@ -185,7 +196,8 @@ def _runs(chunks: tuple[int, ...]) -> list[tuple[int, int, int]]:
 
 def _ring_paths(topology: Topology, pattern: Ring, ranks: int, locations: dict):
     """The ring's transfers that leave their endpoint: member position, hops (2*link +
-    direction, with the transfer each belongs to), path latency and receiving endpoint."""
+    direction, with the transfer each belongs to), path latency, receiving and sending
+    endpoint (as ids shared by both)."""
     m = len(pattern.chunks)
     names = _joined(list(pattern.groups))
     position = np.tile(np.arange(m), len(pattern.groups))
@@ -196,7 +208,7 @@ def _ring_paths(topology: Topology, pattern: Ring, ranks: int, locations: dict):
         src, dst = where, where[following]
         moving = src != dst
         which, hops, latency = t.paths(src[moving], dst[moving])
-        return position[moving], which, hops, latency, dst[moving], t.hop_bandwidth
+        return position[moving], which, hops, latency, dst[moving], src[moving], t.hop_bandwidth
     placed = [topology.place(name, ranks, locations) for name in names]
     moving, which, hops, latency, dst = [], [], [], [], []
     for i, name in enumerate(placed):
@@ -209,10 +221,11 @@ def _ring_paths(topology: Topology, pattern: Ring, ranks: int, locations: dict):
         latency.append(sum(topology.links[link].latency for link, _ in path))
         moving.append(i)
         dst.append(there)
-    receivers = {name: k for k, name in enumerate(dict.fromkeys(dst))}
+    ids = {name: k for k, name in enumerate(dict.fromkeys(placed))}
     return (position[np.array(moving, dtype=np.int64)], np.array(which, dtype=np.int64),
             np.array(hops, dtype=np.int64), np.array(latency, dtype=np.float64),
-            np.array([receivers[name] for name in dst], dtype=np.int64),
+            np.array([ids[name] for name in dst], dtype=np.int64),
+            np.array([ids[placed[i]] for i in moving], dtype=np.int64),
             np.repeat([link.bandwidth for link in topology.links], 2))
 
 
@@ -232,7 +245,7 @@ def _ring(topology: Topology, pattern: Ring, ranks: int, locations: dict) -> flo
     m, steps = len(pattern.chunks), pattern.steps
     if steps == 0 or m == 0:
         return 0.0
-    position, which, hops, latency, receiver, hop_bandwidth = _ring_paths(
+    position, which, hops, latency, receiver, sender, hop_bandwidth = _ring_paths(
         topology, pattern, ranks, locations)
     if len(position) == 0:
         return 0.0
@@ -262,7 +275,23 @@ def _ring(topology: Topology, pattern: Ring, ranks: int, locations: dict) -> flo
     for members in shared_into:
         reduced = np.maximum(reduced, chunks[(members[:, None] + offsets) % m].sum(0))
     moving = path > NONE
-    return float(np.sum((path + busiest + topology.gamma * reduced)[moving]))
+    messages = _ring_messages(pattern.chunks, offsets, position, sender, receiver)
+    return float(np.sum((path + topology.overhead * messages + busiest
+                         + topology.gamma * reduced)[moving]))
+
+
+def _ring_messages(chunks, offsets, position, sender, receiver) -> np.ndarray:
+    """Per step: the most messages at one endpoint (sent + taken). A member sends at step t
+    when its chunk (position + offset) % m has bytes; with every chunk sized that is the same
+    at every step."""
+    sized = np.array(chunks) > 0
+
+    def most(active):
+        return np.bincount(np.r_[sender[active], receiver[active]]).max(initial=0)
+    if sized.all():
+        return np.full(len(offsets), float(most(np.ones(len(position), bool))))
+    m = len(chunks)
+    return np.array([float(most(sized[(position + o) % m])) for o in offsets])
 
 
 PRICES = {Exchange: _exchange, Ring: _ring,

@@ -2,8 +2,9 @@
 
     predict(preset("d2l-4gpu-pcie"), "root", 160_000_000)      -> 0.060 s
 
-Two evaluators: "closed-form" (alpha-beta-gamma with the busiest link per step) and
-"simulate" (max-min fair link sharing). Both read the algorithm's own schedule, so a new
+Two evaluators: "closed-form" (alpha-beta-gamma and per-message overhead, with the busiest
+link per step) and "simulate" (max-min fair link sharing); "terms" is the closed form split
+into latency, overhead, bytes and reduce (topology/terms.py). Both read the algorithm's own schedule, so a new
 algorithm is priced as soon as it is registered with one: its compact form
 (`allreduce_pattern`, collectives/schedule.py) where the module has it, which prices a
 4096-node cluster in milliseconds, else `allreduce_schedule`.
@@ -31,8 +32,10 @@ from collectives import ALGORITHMS
 
 from .model import Topology, TopologyError, closed_form
 from .simulate import simulate
+from .terms import split
 
-EVALUATORS = {"closed-form": closed_form, "simulate": simulate}
+EVALUATORS = {"closed-form": closed_form, "simulate": simulate,
+              "terms": split}        # the closed form split into its terms: {term: seconds}
 
 
 def takes_rings(algorithm: str) -> bool:

@@ -3,6 +3,7 @@
     name = "my-box"
     source = "where the numbers come from"
     gamma = 0.0                      # seconds per byte reduced (optional)
+    overhead = 1e-6                  # seconds per message at an endpoint (optional, LogGP o)
     ranks = ["gpu0", "gpu1"]         # rank r lives on ranks[r]
     switches = ["pcie"]
     endpoints = { gpu0 = { kind = "gpu", node = 0 }, gpu1 = { kind = "gpu", node = 0 }, cpu0 = { kind = "cpu", node = 0 } }
@@ -43,7 +44,7 @@ def from_dict(data: dict, origin: str = "topology") -> Topology:
                         links, list(data["ranks"]),
                         {int(k): v for k, v in data.get("hosts", {}).items()},
                         float(data.get("gamma", 0.0)), data.get("source", origin),
-                        str(data.get("rings") or ""))
+                        str(data.get("rings") or ""), float(data.get("overhead", 0.0)))
     for rank in range(1, len(topology.ranks)):                 # every rank reaches rank 0
         topology.route(topology.ranks[rank], topology.ranks[0])
     return topology
@@ -52,8 +53,10 @@ def from_dict(data: dict, origin: str = "topology") -> Topology:
 def to_dict(topology: Topology) -> dict:
     return {"name": topology.name, "source": topology.source, "gamma": topology.gamma,
             "ranks": topology.ranks, "switches": topology.switches,
-            "endpoints": topology.endpoints, "hosts": {str(k): v for k, v in topology.hosts.items()},
-            "links": [asdict(link) for link in topology.links], "rings": topology.rings}
+            "endpoints": topology.endpoints,
+            "hosts": {str(k): v for k, v in topology.hosts.items()},
+            "links": [asdict(link) for link in topology.links], "rings": topology.rings,
+            "overhead": topology.overhead}
 
 
 def load(path: str | Path) -> Topology:

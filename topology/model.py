@@ -2,13 +2,18 @@
 latency alpha and a bandwidth beta per direction; ranks live on endpoints.
 
 Any strategy is priced from its own schedule (collectives/schedule.py): every transfer is
-routed over the links, and the closed-form alpha-beta-gamma evaluator charges each step
+routed over the links, and the closed-form evaluator (alpha-beta-gamma, with LogGP's
+per-message overhead o) charges each step
 
-    max over transfers of the path latency
-  + max over directed links of (bytes crossing it) / (its bandwidth)     <- contention
+    max over transfers of the path latency                            <- alpha
+  + overhead * max over endpoints of (messages it sends + takes)      <- o: a rank posting k
+                                             sends pays k, a root or server taking W pays W
+  + max over directed links of (bytes crossing it) / (its bandwidth)  <- link sharing, incast
   + gamma * max over receivers of the bytes it must reduce
 
-and sums the steps. So GPU0's incast (3 x 160 MB into one PCIe link) and the CPU's extra
+and sums the steps. Nothing is free because it is simultaneous: n-1 messages posted at once
+cost one latency, but n-1 overheads at the endpoint that posts them and at each that takes
+them. So GPU0's incast (3 x 160 MB into one PCIe link) and the CPU's extra
 endpoint fall out of the schedule and the links, not out of a table of answers.
 simulate.py plays the same schedule with max-min fair sharing instead of the bound.
 A CompactSchedule (patterns instead of transfers) gets the same answer from compact.py,
@@ -48,6 +53,8 @@ class Topology:
     source: str = ""
     rings: str = ""                       # the ring layout for all its ranks (rings.py text)
                                           # where the box has several: what `ring` runs on
+    overhead: float = 0.0                 # seconds per message at an endpoint (LogGP o + g):
+                                          # each send posted and each message taken
 
     def __post_init__(self):
         names = set(self.endpoints) | set(self.switches)
@@ -185,7 +192,8 @@ def sites(schedule) -> dict:
 
 
 def step_loads(topology: Topology, step, ranks: int, locations: dict | None = None):
-    """Per transfer: (bytes, hops, latency, receiver endpoint, reduces) for one schedule step."""
+    """Per transfer that leaves its endpoint: (bytes, hops, latency, receiver endpoint,
+    reduces, sender endpoint) for one schedule step."""
     flows = []
     for t in step:
         src, dst = topology.place(t.src, ranks, locations), topology.place(t.dst, ranks, locations)
@@ -193,29 +201,34 @@ def step_loads(topology: Topology, step, ranks: int, locations: dict | None = No
             continue                                   # a local copy, or nothing to move
         hops = topology.route(src, dst)
         latency = sum(topology.links[i].latency for i, _ in hops)
-        flows.append((t.nbytes, hops, latency, dst, t.reduce))
+        flows.append((t.nbytes, hops, latency, dst, t.reduce, src))
     return flows
 
 
 def step_time(topology: Topology, step, ranks: int, locations: dict | None = None) -> float:
-    """Seconds for one step of transfers: longest path latency + busiest link + reduction."""
+    """Seconds for one step of transfers: longest path latency + busiest endpoint's message
+    overheads + busiest link + reduction."""
     flows = step_loads(topology, step, ranks, locations)
     if not flows:
         return 0.0
     load: dict[tuple[int, int], float] = {}
     reduced: dict[str, float] = {}
-    for nbytes, hops, _, dst, reduces in flows:
+    messages: dict[str, int] = {}
+    for nbytes, hops, _, dst, reduces, src in flows:
         for hop in hops:
             load[hop] = load.get(hop, 0.0) + nbytes
         if reduces:
             reduced[dst] = reduced.get(dst, 0.0) + nbytes
+        messages[src] = messages.get(src, 0) + 1
+        messages[dst] = messages.get(dst, 0) + 1
     busiest = max(b / topology.links[i].bandwidth for (i, _), b in load.items())
-    return max(f[2] for f in flows) + busiest + topology.gamma * max(reduced.values(),
-                                                                      default=0.0)
+    return (max(f[2] for f in flows) + topology.overhead * max(messages.values()) + busiest
+            + topology.gamma * max(reduced.values(), default=0.0))
 
 
 def closed_form(topology: Topology, schedule, ranks: int) -> float:
-    """Seconds for `schedule` on `topology`: per step latency + busiest link + reduction.
+    """Seconds for `schedule` on `topology`: per step latency + message overheads + busiest
+    link + reduction.
     A CompactSchedule is priced pattern by pattern (compact.py), to the same answer."""
     if hasattr(schedule, "patterns"):
         from .compact import closed_form_compact

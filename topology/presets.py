@@ -1,6 +1,10 @@
 """Published machines as topologies, each with its source.
 
-Bandwidths are bytes/s per direction (GB = 1e9), latencies seconds. Builders take the
+Bandwidths are bytes/s per direction (GB = 1e9), latencies seconds. `overhead` is LogGP's
+per-message cost at an endpoint (o + g: posting a send, taking a message), the order of
+magnitude published LogGP measurements report (Hoefler, Lichei, Rehm, IPDPS 2007; Culler et
+al., LogP, 1993): about 1 us through an RDMA or NVLink/PCIe peer path, a few us through a
+kernel TCP stack. Builders take the
 node count (and GPUs per node where it varies) so the same preset scales from one box to a
 cluster; `preset(name, nodes=...)` is the entry point.
 """
@@ -11,6 +15,8 @@ from .model import Link, Topology, TopologyError
 GB = 1e9
 PCIE3_X16 = 16 * GB      # d2l's figure for a PCIe 3.0 x16 link
 NVLINK2 = 18 * GB        # d2l: V100 NVLink, 18 GB/s per link per direction
+OVERHEAD_PEER = 1e-6     # per message through PCIe / NVLink / RDMA (verbs)
+OVERHEAD_TCP = 3e-6      # per message through a kernel TCP stack (Ethernet)
 
 
 class _Parts:
@@ -38,9 +44,9 @@ class _Parts:
             self.switches.append("network")
             self.links += [Link(s, "network", bandwidth, latency, kind) for s in pcie]
 
-    def topology(self, name: str, source: str) -> Topology:
+    def topology(self, name: str, source: str, overhead: float = OVERHEAD_PEER) -> Topology:
         return Topology(name, self.endpoints, self.switches, self.links, self.ranks, self.hosts,
-                        source=source)
+                        source=source, overhead=overhead)
 
 
 def d2l_4gpu_pcie(nodes: int = 1) -> Topology:
@@ -107,8 +113,10 @@ def _cluster(name: str, gbit: float, latency: float, kind: str):
         for node in range(nodes):
             parts.node(node, gpus_per_node)
         parts.network(gbit / 8 * GB, latency, kind)
-        return parts.topology(name, f"{gbit:g} Gb/s {kind} ({latency * 1e6:g} us), "
-                                    f"non-blocking switch")
+        overhead = OVERHEAD_TCP if kind == "ethernet" else OVERHEAD_PEER
+        return parts.topology(name, f"{gbit:g} Gb/s {kind} ({latency * 1e6:g} us, "
+                                    f"{overhead * 1e6:g} us per message), non-blocking switch",
+                              overhead)
     return build
 
 
@@ -120,7 +128,7 @@ def local(nodes: int = 1, ranks: int = 4) -> Topology:
         raise TopologyError("the local preset describes this one machine (nodes=1)")
     from .calibrate import load_parameters, local_topology
     p = load_parameters()
-    topology = local_topology(ranks, p["alpha"], p["beta"], p["gamma"])
+    topology = local_topology(ranks, p["alpha"], p["beta"], p["gamma"], p["overhead"])
     if not p["calibrated"]:
         topology.source = f"this machine, NOT calibrated yet (run `make bench`): {topology.source}"
     return topology

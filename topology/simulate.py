@@ -1,10 +1,13 @@
 """Play a schedule over a topology's links with bandwidth sharing.
 
-Within a step every transfer starts at once (after its path latency); the flows crossing a
-directed link share it max-min fairly (progressive filling), so a flow held back elsewhere
-leaves its share to the others. When a flow finishes the rates are recomputed. A receiver
-reduces what arrived (gamma per byte) after its last inflow. The step ends when the last
-flow and reduction are done; steps run one after another, as the algorithms wait on them.
+Within a step every endpoint first posts its sends one after another, each costing the
+topology's per-message overhead o (LogGP), and a transfer goes on the wire when posted
+(after its path latency); the flows crossing a directed link share it max-min fairly
+(progressive filling), so a flow held back elsewhere leaves its share to the others. When
+a flow finishes the rates are recomputed. An endpoint takes its arrivals in order, o each,
+once its own sends are posted (one CPU does both), then reduces what arrived (gamma per
+byte). The step ends when the last endpoint is done; steps run one after another, as the
+algorithms wait on them.
 
 Where the closed form charges each step its busiest link, this finds the finishing order,
 so uneven steps (one big transfer beside small ones) come out right as well.
@@ -39,8 +42,13 @@ def simulate_step(topology: Topology, step, ranks: int, locations: dict | None =
     loads = step_loads(topology, step, ranks, locations)
     if not loads:
         return 0.0
-    flows = [{"left": float(nbytes), "hops": hops, "start": latency, "dst": dst, "reduce": r,
-              "done": None} for nbytes, hops, latency, dst, r in loads]
+    o = topology.overhead
+    posted: dict = {}                       # endpoint -> sends posted so far
+    flows = []
+    for nbytes, hops, latency, dst, r, src in loads:
+        posted[src] = posted.get(src, 0) + 1
+        flows.append({"left": float(nbytes), "hops": hops, "start": latency + o * posted[src],
+                      "dst": dst, "reduce": r, "done": None})
     capacity = {hop: topology.links[hop[0]].bandwidth for f in flows for hop in f["hops"]}
     now = min(f["start"] for f in flows)
     while True:
@@ -60,14 +68,20 @@ def simulate_step(topology: Topology, step, ranks: int, locations: dict | None =
             if f["left"] <= 1e-9 * max(1.0, f["rate"]):
                 f["left"], f["done"] = 0.0, now + dt
         now += dt
-    end = {}
+    arrivals: dict = {}
     for f in flows:
-        end[f["dst"]] = max(end.get(f["dst"], 0.0), f["done"])
+        arrivals.setdefault(f["dst"], []).append(f["done"])
+    end = {src: o * count for src, count in posted.items()}     # busy posting its sends
+    for dst, times in arrivals.items():
+        clock = end.get(dst, 0.0)
+        for arrival in sorted(times):                          # taken one by one
+            clock = max(clock, arrival) + o
+        end[dst] = clock
     reduced: dict = {}
-    for nbytes, _, _, dst, r in loads:
+    for nbytes, _, _, dst, r, _ in loads:
         if r:
             reduced[dst] = reduced.get(dst, 0.0) + nbytes
-    return max(end.get(d, 0.0) + topology.gamma * reduced.get(d, 0.0) for d in end)
+    return max(t + topology.gamma * reduced.get(e, 0.0) for e, t in end.items())
 
 
 def simulate(topology: Topology, schedule, ranks: int) -> float:

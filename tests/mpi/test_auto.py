@@ -1,23 +1,58 @@
 """auto under real ranks: every rank runs the same algorithm even when their local
-calibrations disagree (rank 0's parameters win), so auto can never split the job."""
+calibrations pick differently (rank 0's parameters win), so auto can never split the job."""
 import numpy as np
 
 import collectives as C
-from topology import auto, calibrate
+from topology import auto
+
+# alpha, beta, gamma, overhead, calibrated. Messages dear and bytes cheap: on 2+ ranks the
+# fewest messages win (root and host: 2(alpha + (n-1)o) against blocked's 2(alpha + 2(n-1)o))
+MESSAGES_DEAR = (1.0, 1e15, 0.0, 1.0, True)
+# bytes dear, messages free: root's 2(n-1)S/B loses to the 2(n-1)/n S/B of the others
+BYTES_DEAR = (0.0, 1e3, 0.0, 0.0, True)
 
 
 def test_ranks_with_different_calibrations_agree(comm, monkeypatch):
-    if comm.rank == 1:     # rank 1 believes in huge latency: alone it would pick differently
-        monkeypatch.setattr(calibrate, "load_parameters", lambda: {
-            "alpha": 1.0, "beta": 1e6, "gamma": 0.0, "calibrated": True, "path": "-"})
+    count = 50_001
+    nbytes = count * 8
+    mine = BYTES_DEAR if comm.rank == 0 else MESSAGES_DEAR
+    monkeypatch.setattr(auto, "stored_parameters", lambda: mine)
+    if comm.size > 1:       # the premise: alone, rank 0 and the others would pick differently
+        assert auto.choose(comm.size, nbytes, BYTES_DEAR, 8)[0] not in ("root", "host")
+        assert auto.choose(comm.size, nbytes, MESSAGES_DEAR, 8)[0] in ("root", "host")
     auto._parameters.clear()
-    x = np.full(50_001, comm.rank + 1.0)
+    x = np.full(count, comm.rank + 1.0)
     C.allreduce(x, algorithm="auto")
     assert (x == comm.size * (comm.size + 1) / 2).all()
+    assert auto.last_choice["algorithm"] == auto.choose(comm.size, nbytes, BYTES_DEAR, 8)[0]
     names = sorted(C.ALGORITHMS)
-    mine = np.array([names.index(auto.last_choice["algorithm"])], np.int64)
-    low, high = mine.copy(), mine.copy()
+    picked = np.array([names.index(auto.last_choice["algorithm"])], np.int64)
+    low, high = picked.copy(), picked.copy()
     C.allreduce(low, op="min")
     C.allreduce(high, op="max")
     assert low[0] == high[0], "ranks ran different algorithms under auto"
+    auto._parameters.clear()
+
+
+def test_reasons_logged_once_per_size_class_on_rank_zero(comm, monkeypatch, caplog):
+    import logging
+    from collectives import torch_backend
+    monkeypatch.setenv("RINGPS_DEBUG", "info")
+    log = logging.getLogger("ringps.auto")
+    monkeypatch.setattr(log, "handlers", [])
+    monkeypatch.setattr(log, "level", log.level)
+    torch_backend._show_auto_choices()
+    assert log.level == logging.INFO and log.handlers
+    monkeypatch.setattr(auto, "stored_parameters", lambda: BYTES_DEAR)
+    auto._parameters.clear()
+    auto._logged.clear()
+    with caplog.at_level(logging.INFO, logger="ringps.auto"):
+        for count in (3000, 3100, 3900, 5000):        # 12000..15600 bytes: 16K; 20000: 32K
+            C.allreduce(np.ones(count, np.float32), algorithm="auto")
+    said = [r.getMessage() for r in caplog.records if r.name == "ringps.auto"]
+    if comm.rank == 0:
+        assert len(said) == 2 and "up to 16384 bytes" in said[0] and "up to 32768" in said[1]
+        assert all("predicted fastest" in line for line in said)
+    else:
+        assert said == []
     auto._parameters.clear()

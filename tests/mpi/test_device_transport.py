@@ -16,7 +16,7 @@ def transport(comm):
     return CudaIpcTransport(comm.mpi, 60.0, comm.node_of_rank)
 
 
-@pytest.mark.parametrize("algorithm", ["root", "host", "blocked", "ring"])
+@pytest.mark.parametrize("algorithm", ["root", "host", "blocked", "ring", "rhd"])
 @pytest.mark.parametrize("dtype,op", [("float32", "sum"), ("int64", "max"), ("float64", "avg")])
 def test_every_flat_algorithm_over_the_device_transport(comm, transport, algorithm, dtype, op,
                                                          seed):

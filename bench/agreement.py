@@ -1,0 +1,63 @@
+"""Does `auto` pick what the machine picks? For every (size, ranks) cell the suite measured,
+the model's pick (topology/auto.py with the fit of this very run), the measured best of the
+same candidates, and the ratio of the pick's measured time to the best's. A pick within
+WITHIN of the best counts as agreeing; the target is agreement in TARGET of the cells."""
+from __future__ import annotations
+
+from .units import format_size
+
+WITHIN = 0.10
+TARGET = 0.90
+
+
+def measured_cells(rows: list[dict], names: list[str]) -> dict:
+    """{(ranks, bytes): {algorithm: median seconds}} for allreduce rows of the candidates on
+    2+ ranks (on one rank there is nothing to choose between)."""
+    cells: dict = {}
+    for r in rows:
+        if r.get("collective", "allreduce") == "allreduce" and r["algo"] in names \
+                and int(r["ranks"]) > 1 and float(r["time_us"]) > 0:
+            cells.setdefault((int(r["ranks"]), int(r["bytes"])), {})[r["algo"]] = \
+                float(r["time_us"]) * 1e-6
+    return {key: times for key, times in sorted(cells.items()) if len(times) > 1}
+
+
+def agreement(rows: list[dict], parameters: tuple) -> dict:
+    """Per cell: pick, measured best, ratio, reason; and the share of cells that agree."""
+    from topology import auto
+    result = []
+    for (ranks, nbytes), times in measured_cells(rows, auto.candidates()).items():
+        pick, reason = auto.choose(ranks, nbytes, parameters)
+        best = min(times, key=times.get)
+        ratio = times[pick] / times[best] if pick in times else None
+        result.append({"ranks": ranks, "bytes": nbytes, "pick": pick, "best": best,
+                       "ratio": ratio, "agrees": ratio is not None and ratio <= 1 + WITHIN,
+                       "reason": reason})
+    judged = [c for c in result if c["ratio"] is not None]
+    share = sum(c["agrees"] for c in judged) / len(judged) if judged else None
+    return {"cells": result, "share": share}
+
+
+def section(rows: list[dict], parameters: tuple) -> dict:
+    found = agreement(rows, parameters)
+    headers = ["ranks", "size", "model's pick", "measured best", "pick / best",
+               f"within {WITHIN:.0%}"]
+    body = [[c["ranks"], format_size(c["bytes"]), c["pick"], c["best"],
+             f"{c['ratio']:.2f}" if c["ratio"] is not None else "pick not measured",
+             "yes" if c["agrees"] else "NO"] for c in found["cells"]]
+    share = found["share"]
+    verdict = "no cell to judge" if share is None else (
+        f"agrees in {sum(c['agrees'] for c in found['cells'])} of "
+        f"{sum(c['ratio'] is not None for c in found['cells'])} cells ({share:.0%}; target "
+        f"{TARGET:.0%}: {'met' if share >= TARGET else 'NOT met'})")
+    reasons = "\n".join(f"- {c['ranks']} ranks, {format_size(c['bytes'])}: {c['reason']}"
+                        for c in found["cells"])
+    rows_out = [{k: v for k, v in c.items()} for c in found["cells"]]
+    return {"title": "auto against the measurements", "name": "agreement", "rows": rows_out,
+            "table": (headers, body), "images": [], "share": share,
+            "text": f"`auto` (the model fitted above) {verdict}. A pick agrees when its "
+                    f"measured time is within {WITHIN:.0%} of the fastest candidate measured "
+                    f"in the same cell.",
+            "after": "Why each pick (model terms in ms: latency = alpha x steps, overhead = "
+                     "o x messages at the busiest endpoint, bytes = over the busiest link / "
+                     "beta, reduce = gamma x bytes reduced):\n\n" + reasons}
