@@ -14,7 +14,7 @@ import traceback
 
 import numpy as np
 
-from collectives import dtypes, ops
+from collectives import compression, dtypes, ops
 
 from . import checkpoint, consistency, optim, protocol
 from .protocol import error
@@ -257,13 +257,19 @@ class Server:
     def on_allreduce(self, header, source, data):
         key = (header["group"], header["seq"], header["part"])
         part = self.partial.get(key)
+        codec = compression.parse(header["codec"]).codec if header.get("codec") else None
         if part is None:
+            if codec is not None:            # BytePS: decompress before summing
+                data = codec.decode(data, header["count"]).view(np.uint8)
             part = self.partial[key] = {"header": header, "sum": data, "from": []}
         else:
             first = part["header"]
-            if any(first[f] != header[f] for f in ("dtype", "reduce", "expected", "payload")):
+            if any(first.get(f) != header.get(f)
+                   for f in ("dtype", "reduce", "expected", "payload", "codec")):
                 part["error"] = (f"ranks disagree on an allreduce through the PS: "
                                  f"{self._describe(first)} vs {self._describe(header)}")
+            elif codec is not None:
+                codec.decode_add(data, part["sum"].view(np.float32))
             else:
                 dtype = dtypes.lookup(header["dtype"])
                 ops.combine(ops.lookup(header["reduce"]), dtype, part["sum"].view(dtype.storage),
