@@ -90,6 +90,8 @@ def build_parser() -> Parser:
                    "comma-separated (1M,100M,1G)")
     p.add_argument("--gpus-per-node", type=int, help="with --preset: GPUs per node where the "
                    "preset lets it vary (ethernet-*, infiniband-*; default 1)")
+    p.add_argument("--compression", help="with --preset: also draw each strategy with this "
+                   "codec (e.g. topk:0.01, int8; collectives/compression.py)")
     _common(p, iters=10, warmup=1)
     p = sub.add_parser("ddp", help="a DDP training step under ringps (each algorithm) and gloo")
     p.add_argument("--width", type=int, default=4096, help="hidden width (default 4096: ~21M "
@@ -141,9 +143,10 @@ def validate(args) -> None:
         return validate_model(args)
     if args.command == "scaling" and args.preset is not None:
         return validate_scaling_model(args)
-    if args.command == "scaling" and (args.nodes or args.sizes or args.gpus_per_node):
-        raise UsageError("--nodes, --sizes and --gpus-per-node model a preset: add --preset "
-                         "(without it, scaling measures the live ranks)")
+    if args.command == "scaling" and (args.nodes or args.sizes or args.gpus_per_node
+                                      or args.compression):
+        raise UsageError("--nodes, --sizes, --gpus-per-node and --compression model a preset: "
+                         "add --preset (without it, scaling measures the live ranks)")
     if args.command == "calibrate":
         from pathlib import Path
         if not Path(args.folder).is_dir():
@@ -274,6 +277,13 @@ def validate_scaling_model(args) -> None:
         raise UsageError(f"cannot model {','.join(unknown) or args.algo!r} at scale (those "
                          f"with a compact schedule: {', '.join(scalable_algorithms())}, all)")
     args.algorithms = names
+    if args.compression:
+        from collectives.compression import parse
+        from collectives.errors import InputError
+        try:
+            parse(args.compression)
+        except InputError as exc:
+            raise UsageError(f"--compression: {str(exc).removeprefix('ringps: ')}") from None
 
 
 def _load_topology(args):
