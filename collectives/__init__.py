@@ -10,13 +10,14 @@ from .api import (allgather, allreduce, broadcast, chunk, default_comm, init, ra
                   reduce_scatter, size)
 from .dtypes import DTYPE_NAMES
 from .errors import InputError, MismatchError, PeerTimeout
+from .fusion import allreduce_coalesced
 from .ops import OP_NAMES
 from .registry import ALGORITHMS, COLLECTIVES, NEED_SERVERS, flat_algorithms
 
 __all__ = ["ALGORITHMS", "COLLECTIVES", "Communicator", "DTYPE_NAMES", "InputError",
            "MismatchError", "NEED_SERVERS", "OP_NAMES", "PeerTimeout", "allgather",
-           "allreduce", "broadcast", "chunk", "default_comm", "flat_algorithms", "init",
-           "rank", "reduce", "reduce_scatter", "size"]
+           "allreduce", "allreduce_coalesced", "broadcast", "chunk", "default_comm",
+           "flat_algorithms", "init", "rank", "reduce", "reduce_scatter", "size"]
 
 
 def __getattr__(name):
