@@ -35,6 +35,7 @@ import queue
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from datetime import timedelta
 
@@ -566,7 +567,8 @@ class BackgroundProcessGroup(RingpsProcessGroup):
             try:
                 with torch.cuda.stream(stream) if stream is not None else nullcontext():
                     work = getattr(RingpsProcessGroup, name)(self, *args, **kwargs)
-                future.set_result(work.get_future().value())
+                result = work.get_future().value()
+                _completions.submit(future.set_result, result)
             except BaseException as exc:           # noqa: BLE001 - report, then end the job
                 sys.stderr.write(f"ringps: rank {self.comm.rank}: {name} failed in the "
                                  f"background: {type(exc).__name__}: {exc}; aborting the job\n")
@@ -578,6 +580,11 @@ class BackgroundProcessGroup(RingpsProcessGroup):
 
 for _name in CHECKED:
     setattr(BackgroundProcessGroup, _name, _queued(_name))
+
+# Futures complete on these threads, not on a group's own: a callback (`then`) runs where its
+# future completes, and one that waits for another collective of the same group (PowerSGD's
+# hook does) would otherwise wait for the very thread it blocks. Like gloo's worker threads.
+_completions = ThreadPoolExecutor(4, thread_name_prefix="ringps-complete")
 
 _running: set = set()
 
