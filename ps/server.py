@@ -199,6 +199,12 @@ class Server:
 
     def on_push(self, header, source, data):
         entry = self.entry(header, source)
+        if entry is not None and header.get("codec"):      # BytePS: decode before the optimizer
+            values = compression.parse(header["codec"]).codec.decode(data, header["count"])
+            data = np.empty(header["count"], entry.dtype.storage)
+            entry.dtype.from_compute(values, data)
+            data = data.view(np.uint8)
+            header = {**header, "payload": [data.nbytes]}
         if entry is None or not self._check_grad(entry, header, source, entry.nbytes(), "push"):
             return
         grad = entry.compute(data.view(entry.dtype.storage).reshape(entry.value.shape))

@@ -91,3 +91,36 @@ def test_pushes_carry_the_compressed_bytes_of_the_schedule():
         assert (sent, got) == (to_servers, from_servers)
         assert count < sent < 0.26 * 4 * count      # a byte per element and a scale per 256
     run_ps(body)
+
+
+@pytest.mark.parametrize("spec", ["topk:0.1", "int8", "fp16+ef"])
+def test_kv_pushes_are_decoded_by_the_server_before_its_optimizer(spec, seed):
+    """push_pull of a compressed gradient: the server's sum handler sees what each worker's
+    blocks decode to (blocks of 1000 bytes: the key spans several, each encoded alone);
+    fp16+ef on integers loses nothing, so the sum is exact."""
+    def body(kv):
+        shape = (300, 2)
+        kv.init("w", np.zeros(shape, np.float32))
+        blocks = [(b.start * 2, b.stop * 2) for b in kv._info("w").blocks]
+        assert len(blocks) > 1
+        codec = parse(spec).codec
+        for step in range(2):
+            grads = [np.random.default_rng(seed + 10 * step + r).integers(-99, 99, shape)
+                     .astype(np.float32) for r in range(kv.size)]
+            out = np.empty(shape, np.float32)
+            kv.wait(kv.push_pull("w", grads[kv.rank], out, compression=spec))
+            expected = np.zeros(600)
+            for r in range(kv.size):
+                flat = grads[r].reshape(-1)
+                for a, b in blocks:
+                    expected[a:b] += codec.decode(codec.encode(flat[a:b]), b - a)
+            assert np.allclose(out.reshape(-1), expected, atol=1e-4), (spec, step)
+    run_ps(body, block_bytes=1000)
+
+
+def test_kv_push_of_an_integer_key_with_a_codec_is_refused():
+    def body(kv):
+        kv.init("n", np.zeros(10, np.int64))
+        with pytest.raises(ps.PSError, match="floating-point"):
+            kv.push("n", np.ones(10, np.int64), compression="int8")
+    run_ps(body)
