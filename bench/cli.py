@@ -161,10 +161,11 @@ def validate(args) -> None:
         return validate_model(args)
     if args.command == "scaling" and args.preset is not None:
         return validate_scaling_model(args)
-    if args.command == "scaling" and (args.nodes or args.sizes or args.gpus_per_node
-                                      or args.compression):
-        raise UsageError("--nodes, --sizes, --gpus-per-node and --compression model a preset: "
-                         "add --preset (without it, scaling measures the live ranks)")
+    if args.command == "scaling" and (args.nodes or args.sizes or args.gpus_per_node):
+        raise UsageError("--nodes, --sizes and --gpus-per-node model a preset: add --preset "
+                         "(without it, scaling measures the live ranks)")
+    if args.command == "scaling" and args.compression:
+        raise UsageError("--compression models a preset: add --preset")
     if args.command == "calibrate":
         from pathlib import Path
         if not Path(args.folder).is_dir():

@@ -23,7 +23,7 @@ import numpy as np
 
 from collectives import arrays, ops, partition
 from collectives.context import Context
-from collectives.schedule import CompactSchedule, Schedule, chunk_nbytes, exchange
+from collectives.schedule import CompactSchedule, Schedule, exchange
 
 from . import protocol
 from .protocol import PSError
@@ -166,18 +166,22 @@ def servers_at(k: int, placement: str) -> tuple[list, dict, dict]:
 
 
 def allreduce_pattern(n: int, count: int, itemsize: int, root: int = 0,
-                      servers: int | None = None, placement: str = "colocated"
+                      servers: int | None = None, placement: str = "colocated", codec=None
                       ) -> CompactSchedule:
     """servers: k shards (default n); placement as in servers_at. The default, n shards
     colocated with the workers, fits every topology (and prices like `blocked`); the
-    variants below put them on machines of their own."""
+    variants below put them on machines of their own. With a `codec` (ps/compressed.py)
+    the pushes carry its payloads and the replies float32."""
     k = n if servers is None else servers
     names, ranks, locations = servers_at(k, placement)
-    parts = chunk_nbytes(count, k, itemsize)
+    itemsize = itemsize if codec is None else 4
+    parts = [b - a for a, b in partition.chunk_bounds(count, k)]
     used = [j for j in range(k) if parts[j]]
-    names, parts = [names[j] for j in used], [parts[j] for j in used]
-    return CompactSchedule([exchange(range(n), names, parts, "receiver", reduce=True),
-                            exchange(names, range(n), parts, "sender")], ranks, locations)
+    names = [names[j] for j in used]
+    pushes = [parts[j] * itemsize if codec is None else codec.nbytes(parts[j]) for j in used]
+    pulls = [parts[j] * itemsize for j in used]
+    return CompactSchedule([exchange(range(n), names, pushes, "receiver", reduce=True),
+                            exchange(names, range(n), pulls, "sender")], ranks, locations)
 
 
 def allreduce_schedule(n: int, count: int, itemsize: int, root: int = 0, **variant) -> Schedule:

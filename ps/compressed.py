@@ -22,10 +22,9 @@ import numpy as np
 from collectives import ops, ring
 from collectives.context import Context
 from collectives.dtypes import DTYPES
-from collectives.partition import chunk_bounds
-from collectives.schedule import CompactSchedule, Exchange, Ring, exchange
+from collectives.schedule import CompactSchedule
 
-from .allreduce import _group_of, _next_seq, _through_servers, servers_at
+from .allreduce import _group_of, _next_seq, _through_servers
 
 SUM = ops.OPS["sum"]
 FLOAT32 = DTYPES["float32"]
@@ -64,42 +63,11 @@ def hierarchical_allreduce(w: np.ndarray, encoding, ctx: Context) -> np.ndarray:
     return w
 
 
-def ps_pattern(codec, n: int, count: int, servers: int | None = None,
-               placement: str = "colocated") -> CompactSchedule:
-    k = n if servers is None else servers
-    names, ranks, locations = servers_at(k, placement)
-    bounds = chunk_bounds(count, k)
-    used = [j for j, (a, b) in enumerate(bounds) if b > a]
-    pushes = [codec.nbytes(bounds[j][1] - bounds[j][0]) for j in used]
-    pulls = [4 * (bounds[j][1] - bounds[j][0]) for j in used]
-    names = [names[j] for j in used]
-    return CompactSchedule([exchange(range(n), names, pushes, "receiver", reduce=True),
-                            exchange(names, range(n), pulls, "sender")], ranks, locations)
+def ps_pattern(codec, n: int, count: int, **variant) -> CompactSchedule:
+    from .allreduce import allreduce_pattern
+    return allreduce_pattern(n, count, 4, codec=codec, **variant)
 
 
-def hierarchical_pattern(codec, n: int, count: int, ranks_per_node: int | None = None,
-                         servers: int | None = None, placement: str = "per-node"
-                         ) -> CompactSchedule:
-    local = n if ranks_per_node is None else ranks_per_node
-    if local < 1 or n % local:
-        raise ValueError(f"hierarchical schedule: ranks_per_node={ranks_per_node} must divide "
-                         f"{n} ranks")
-    nodes = n // local
-    names, ranks, locations = servers_at(nodes if servers is None else servers, placement)
-    chunks = tuple(4 * (b - a) for a, b in chunk_bounds(count, local))
-    rings = tuple(tuple(range(m * local, (m + 1) * local)) for m in range(nodes))
-    pushes, pulls = [], []
-    for j, (a, b) in enumerate(chunk_bounds(count, local)):
-        parts = chunk_bounds(b - a, len(names))
-        used = [i for i, (c, d) in enumerate(parts) if d > c]
-        if used:
-            workers = tuple(m * local + j for m in range(nodes))
-            shards = tuple(names[i] for i in used)
-            pushes.append((workers, shards, tuple(codec.nbytes(parts[i][1] - parts[i][0])
-                                                  for i in used)))
-            pulls.append((shards, workers, tuple(4 * (parts[i][1] - parts[i][0])
-                                                 for i in used)))
-    return CompactSchedule([Ring(rings, chunks, local - 1, -1, True),
-                            Exchange(tuple(pushes), "receiver", True),
-                            Exchange(tuple(pulls), "sender"),
-                            Ring(rings, chunks, local - 1, 0)], ranks, locations)
+def hierarchical_pattern(codec, n: int, count: int, **variant) -> CompactSchedule:
+    from .hierarchical import allreduce_pattern
+    return allreduce_pattern(n, count, 4, codec=codec, **variant)

@@ -10,21 +10,11 @@ import collectives as C
 import ps
 from collectives.compressed import allreduce_pattern
 from collectives.compression import parse
+from test_ps import run_ps
 from collectives.partition import chunk_bounds
 
 WORLD = MPI.COMM_WORLD
 pytestmark = pytest.mark.skipif(WORLD.size < 2, reason="a PS needs a server and a worker")
-SERVERS = 1 if WORLD.size <= 3 else 2
-
-
-def run_ps(body, **options):
-    kv = ps.init(servers=SERVERS, exit_server=False, timeout=120, **options)
-    if kv is None:
-        return
-    try:
-        body(kv)
-    finally:
-        kv.shutdown()
 
 
 def draw(seed, count, ranks):

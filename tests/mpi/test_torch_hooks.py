@@ -2,31 +2,14 @@
 against a reference written here from the codec's definition (the average over ranks of what
 each rank's gradient decodes to), error feedback carried to the next step, and whole DDP
 runs on a ringps group matching the same hook on gloo."""
-import importlib.util
-import warnings
-from pathlib import Path
-
 import numpy as np
 import pytest
+from torch_groups import dist, groups, torch  # noqa: F401  (groups: the fixture)
+from torch.nn.parallel import DistributedDataParallel as DDP
 
-torch = pytest.importorskip("torch")
-import torch.distributed as dist  # noqa: E402
-from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
-
-import collectives.torch_backend  # noqa: E402,F401
-from collectives import torch_hooks as H  # noqa: E402
-from collectives.compression import parse  # noqa: E402
-
-warnings.filterwarnings("ignore", category=FutureWarning)
-warnings.filterwarnings("ignore", category=UserWarning)
-
-
-@pytest.fixture(scope="module")
-def groups(comm):
-    dist.init_process_group("ringps")
-    yield {"ringps": dist.new_group(backend="ringps", pg_options={"algorithm": "ring"}),
-           "gloo": dist.new_group(backend="gloo")}
-    dist.destroy_process_group()
+from bench.compression import load_example
+from collectives import torch_hooks as H
+from collectives.compression import parse
 
 
 def batch(rank: int, step: int):
@@ -87,17 +70,9 @@ def test_fp16_hook_is_torchs(groups):
     assert (np.abs(got - expected) <= bound).all(), np.abs(got - expected).max()
 
 
-def _example():
-    path = Path(__file__).resolve().parents[2] / "examples" / "ddp_train.py"
-    spec = importlib.util.spec_from_file_location("ddp_train", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("hook", ["int8", "topk", "fp16", "powersgd"])
 def test_ddp_with_a_hook_trains_the_same_on_ringps_and_gloo(groups, hook):
-    example = _example()
+    example = load_example()
     x, y = example.dataset(samples=512)
     results = []
     for backend in ("ringps", "gloo"):
