@@ -120,8 +120,8 @@ def allreduce(buf, op="sum", algorithm="ring", comm=None, *, check=None, segment
     check: exchange metadata first so mismatched calls fail on every rank (default on).
     compression: a codec ("fp16", "int8", "topk:0.01+ef", ...: collectives/compression.py)
     for op sum or avg on a float buffer; `key` names the tensor whose `+ef` residual this
-    is (default: the buffer's address and length)."""
-    if compression is not None:
+    is (default: the buffer's address and length); None or "none": no compression."""
+    if compression is not None and compression != "none":
         from . import compressed
         return compressed.run(buf, op=op, algorithm=algorithm, comm=comm or default_comm(),
                               check=_defaults()[0] if check is None else check,

@@ -232,3 +232,10 @@ def test_allreduce_coalesced_refuses_bad_input_before_sending(comm):
         C.allreduce_coalesced([np.ones(3, np.float32)], threshold=0, comm=comm)
     with pytest.raises(InputError):
         C.allreduce_coalesced([np.ones(3, np.float32), "not a tensor"], comm=comm)
+
+
+def test_compression_none_is_the_plain_allreduce(comm, seed):
+    xs = draw(seed, 33, comm.size)
+    x = xs[comm.rank].copy()
+    C.allreduce(x, compression="none", comm=comm)
+    assert np.allclose(x, np.sum(xs, 0, dtype=np.float64), atol=1e-5)
