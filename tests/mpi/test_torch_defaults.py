@@ -133,3 +133,37 @@ def test_allreduce_coalesced_with_mixed_dtypes_and_empty_tensors(groups, backend
 def test_monitored_barrier_on_the_group_object(groups):
     groups["ringps"].monitored_barrier()
     groups["gloo"].monitored_barrier()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_short_forms_with_a_root_or_an_op(groups, backend, seed):
+    pg, n, r = groups[backend], dist.get_world_size(), dist.get_rank()
+    root = n - 1
+    values = each_rank(seed, 4)
+    outs = [torch.empty(4, dtype=torch.float64) for _ in range(n)] if r == root else []
+    pg.gather(outs, values[r], root).wait()
+    if r == root:
+        assert all(torch.equal(o, v) for o, v in zip(outs, values))
+    out = torch.empty(4, dtype=torch.float64)
+    pg.scatter(out, values if r == root else [], root).wait()       # root's j-th to rank j
+    assert torch.equal(out, values[r])
+
+
+def test_the_rest_without_options(groups, seed):
+    """Methods gloo has no CPU version of, on the ringps group alone."""
+    pg, n, r = groups["ringps"], dist.get_world_size(), dist.get_rank()
+    inputs = each_rank(seed, n, 3)
+    outs = [torch.empty(3, dtype=torch.float64) for _ in range(n)]
+    pg.alltoall(outs, list(inputs[r])).wait()
+    assert all(torch.equal(outs[j], inputs[j][r]) for j in range(n))
+    out = torch.empty(3, dtype=torch.float64)
+    pg.reduce_scatter(out, list(inputs[r]), dist.ReduceOp.MAX).wait()
+    assert torch.equal(out, torch.stack(inputs).max(0).values[r])
+    bigs = [torch.empty(n * 3, dtype=torch.float64), torch.empty(n, dtype=torch.float64)]
+    mine = [inputs[r][0], inputs[r][1][:1]]
+    pg.allgather_into_tensor_coalesced(bigs, mine).wait()
+    assert torch.equal(bigs[0], torch.cat([v[0] for v in inputs]))
+    assert torch.equal(bigs[1], torch.cat([v[1][:1] for v in inputs]))
+    small = [torch.empty(3, dtype=torch.float64)]
+    pg.reduce_scatter_tensor_coalesced(small, [inputs[r].reshape(-1)]).wait()
+    assert torch.equal(small[0], torch.stack(inputs).sum(0)[r])
