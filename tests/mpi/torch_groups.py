@@ -1,5 +1,6 @@
-"""The groups the torch-facing tests compare: a ringps world and a gloo group of the same
-ranks (torch's own CPU backend, the reference for torch's semantics)."""
+"""The groups the torch-facing tests compare: a ringps group of every rank (ring, so that
+no test pays for `auto`'s first choice) and a gloo group of the same ranks (torch's own CPU
+backend, the reference for torch's semantics)."""
 import warnings
 
 import pytest
@@ -16,5 +17,6 @@ warnings.filterwarnings("ignore", category=UserWarning)
 @pytest.fixture(scope="module")
 def groups(comm):
     dist.init_process_group("ringps")
-    yield {"ringps": dist.group.WORLD, "gloo": dist.new_group(backend="gloo")}
+    yield {"ringps": dist.new_group(backend="ringps", pg_options={"algorithm": "ring"}),
+           "gloo": dist.new_group(backend="gloo")}
     dist.destroy_process_group()
