@@ -1,4 +1,5 @@
-"""python -m bench <allreduce|reduce_scatter|allgather|broadcast|d2l|scaling|suite> [options]
+"""python -m bench <allreduce|reduce_scatter|allgather|broadcast|d2l|scaling|ddp|compression|suite>
+[options]
 
 Runs under mpiexec/mpirun; started without it, `--np N` starts N local ranks. `model`,
 `calibrate` and `scaling --preset` are arithmetic and run without MPI."""
@@ -40,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{comm.size} ranks", file=sys.stderr)
     from collectives.rings import LayoutError
     try:
-        jobs.run(comm, args)
+        if args.command == "compression":
+            from . import compression
+            compression.run(comm, args)
+        else:
+            jobs.run(comm, args)
     except LayoutError as exc:          # raised on every rank alike (agreed): no abort needed
         if comm.rank == 0:
             print(f"bench: error: --rings: {str(exc).split(': ', 2)[-1]}", file=sys.stderr)

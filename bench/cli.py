@@ -8,7 +8,7 @@ import sys
 import collectives as C
 
 from .definitions import DEFINITIONS
-from .launch import env_rank
+from .launch import env_rank, under_mpi
 from .units import parse_counts, parse_size, size_range
 
 BASELINES = ("mpi", "gloo")
@@ -96,6 +96,8 @@ def build_parser() -> Parser:
                    "comma-separated (1M,100M,1G)")
     p.add_argument("--gpus-per-node", type=int, help="with --preset: GPUs per node where the "
                    "preset lets it vary (ethernet-*, infiniband-*; default 1)")
+    p.add_argument("--compression", help="with --preset: also draw each strategy with this "
+                   "codec (e.g. topk:0.01, int8; collectives/compression.py)")
     _common(p, iters=10, warmup=1)
     p = sub.add_parser("ddp", help="a DDP training step under ringps (each algorithm) and gloo")
     p.add_argument("--width", type=int, default=4096, help="hidden width (default 4096: ~21M "
@@ -103,6 +105,22 @@ def build_parser() -> Parser:
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--batch", type=int, default=32, help="samples per rank per step")
     _common(p, iters=5, warmup=2)
+    p = sub.add_parser("compression", help="train one model uncompressed and with each codec: "
+                       "bytes, sync time and accuracy (bench/COMPRESSION.md)")
+    p.add_argument("--codecs", default=None, help="comma-separated codecs (default: "
+                   "fp16,bf16,int8,int8+ef,onebit+ef,topk:0.01,topk:0.01+ef,topk:0.1,"
+                   "randomk:0.01+ef,randomk:0.1+ef)")
+    p.add_argument("--algo", default="ring", help="allreduce algorithm: root, host, blocked or "
+                   "ring (default ring)")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--batch", type=int, default=64, help="samples per rank per step")
+    p.add_argument("--lr", type=float, default=0.02)
+    p.add_argument("--np", type=int, default=None, help="not under mpiexec: start this many "
+                   "local ranks (default 2)")
+    p.add_argument("--out", default="results", help="results folder root (default: results)")
+    p.add_argument("--json", action="store_true", help="one JSON object per codec on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no table")
+    p.add_argument("--ranks-per-node", type=int, help="pretend nodes of this many ranks")
     p = sub.add_parser("model", help="predicted sync time on a published or described machine "
                                      "(no MPI needed)")
     p.add_argument("--preset", default="d2l-4gpu-pcie", help="a topology preset (see "
@@ -153,6 +171,8 @@ ONE_RANK = ("one rank has nothing to compare: every strategy is a copy, and band
 def validate(args) -> None:
     if args.command in COMPARING and args.np is not None and args.np < 2:
         raise UsageError(f"{args.command} --np {args.np}: {ONE_RANK}")
+    if args.command == "compression":
+        return validate_compression(args)
     if args.command == "model":
         return validate_model(args)
     if args.command == "scaling" and args.preset is not None:
@@ -160,6 +180,8 @@ def validate(args) -> None:
     if args.command == "scaling" and (args.nodes or args.sizes or args.gpus_per_node):
         raise UsageError("--nodes, --sizes and --gpus-per-node model a preset: add --preset "
                          "(without it, scaling measures the live ranks)")
+    if args.command == "scaling" and args.compression:
+        raise UsageError("--compression models a preset: add --preset")
     if args.command == "calibrate":
         from pathlib import Path
         if not Path(args.folder).is_dir():
@@ -297,6 +319,36 @@ def validate_scaling_model(args) -> None:
         raise UsageError(f"cannot model {','.join(unknown) or args.algo!r} at scale (those "
                          f"with a compact schedule: {', '.join(scalable_algorithms())}, all)")
     args.algorithms = names
+    if args.compression:
+        from collectives.compression import parse
+        from collectives.errors import InputError
+        try:
+            parse(args.compression)
+        except InputError as exc:
+            raise UsageError(f"--compression: {str(exc).removeprefix('ringps: ')}") from None
+
+
+def validate_compression(args) -> None:
+    from collectives.compression import parse
+    from collectives.errors import InputError
+
+    from .compression import ALGORITHMS, DEFAULT_CODECS
+    args.codecs = args.codecs or DEFAULT_CODECS
+    try:
+        for codec in args.codecs.split(","):
+            parse(codec)
+    except InputError as exc:
+        raise UsageError(f"--codecs: {str(exc).removeprefix('ringps: ')}") from None
+    if args.algo not in ALGORITHMS:
+        raise UsageError(f"--algo: bench compression counts the bytes of {', '.join(ALGORITHMS)}"
+                         f"; got {args.algo!r}")
+    for name in ("epochs", "batch"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.lr <= 0:
+        raise UsageError(f"--lr must be > 0, got {args.lr}")
+    if args.np is None and not under_mpi():
+        args.np = 2
 
 
 def _load_topology(args):

@@ -31,6 +31,11 @@ EVALUATOR = "closed-form"
 class Strategy:
     label: str          # what the plot and the sentences call it
     algorithm: str      # its name in collectives.ALGORITHMS
+    compression: str | None = None      # a codec (--compression): its compressed variant
+    variant_label: str | None = None    # the uncompressed label whose settings it takes
+
+    def schedule_settings(self, settings: dict) -> dict:
+        return {**settings, "compression": self.compression} if self.compression else settings
 
 
 class ScalingModel:
@@ -68,13 +73,14 @@ class ScalingModel:
                 try:
                     spare = max(spare, spare_nodes(schedule_for(
                         strategy.algorithm, nodes * self.per_node, nbytes // self.itemsize,
-                        self.itemsize, **settings)))
+                        self.itemsize, **strategy.schedule_settings(settings))))
                 except (TopologyError, ValueError):
                     pass                    # said when the point itself is computed
         self.topology(nodes + spare)
 
     def variant(self, strategy: Strategy, nodes: int) -> dict | None:
-        return variants(strategy.algorithm, nodes, self.per_node).get(strategy.label)
+        return variants(strategy.algorithm, nodes, self.per_node).get(
+            strategy.variant_label or strategy.label)
 
     def seconds(self, strategy: Strategy, nodes: int, nbytes: int) -> float | None:
         key = (strategy, nodes, nbytes)
@@ -90,7 +96,7 @@ class ScalingModel:
         ranks = nodes * self.per_node
         try:
             schedule = schedule_for(strategy.algorithm, ranks, nbytes // self.itemsize,
-                                    self.itemsize, **settings)
+                                    self.itemsize, **strategy.schedule_settings(settings))
             return price(self.topology(nodes + spare_nodes(schedule)), schedule, ranks)
         except (TopologyError, ValueError) as exc:
             self.notes.add(f"{strategy.label} not drawn at {nodes} node(s): {exc}")
@@ -101,11 +107,16 @@ class ScalingModel:
         return self._compute(strategy, nodes, nbytes, terms.split)
 
 
-def strategies(algorithms: list[str], nodes: int, per_node: int) -> list[Strategy]:
-    """Every variant label of every algorithm (as named at the largest node count)."""
+def strategies(algorithms: list[str], nodes: int, per_node: int,
+               compression: str | None = None) -> list[Strategy]:
+    """Every variant label of every algorithm (as named at the largest node count); with a
+    codec, each one's compressed variant beside it ("ring+topk:0.01")."""
     found = []
     for algo in algorithms:
-        found += [Strategy(label, algo) for label in variants(algo, nodes, per_node)]
+        for label in variants(algo, nodes, per_node):
+            found.append(Strategy(label, algo))
+            if compression:
+                found.append(Strategy(f"{label}+{compression}", algo, compression, label))
     labels = [s.label for s in found]
     duplicated = sorted({label for label in labels if labels.count(label) > 1})
     if duplicated:
@@ -208,7 +219,8 @@ def run(args) -> int:
                            f"to price at this scale" for name in modelled_algorithms()
                            if name not in args.algorithms)
     try:
-        drawn = strategies(args.algorithms, max(counts), model.per_node)
+        drawn = strategies(args.algorithms, max(counts), model.per_node,
+                           getattr(args, "compression", None))
         rows, series = sweep(model, drawn, counts, sizes)
         found = find_crossovers(model, drawn, counts, sizes)
     except TopologyError as exc:

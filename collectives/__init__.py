@@ -2,7 +2,7 @@
 
     import numpy as np, collectives as C
     x = np.ones(10, np.float32) * (C.rank() + 1)
-    C.allreduce(x, op="sum", algorithm="ring")      # in place; root | host | blocked | ring
+    C.allreduce(x, op="sum", algorithm="ring")      # in place; root, ring, oneshot, ...
 
 Importing this package does not start MPI; the first call (or `init`) does.
 """
@@ -10,13 +10,14 @@ from .api import (allgather, allreduce, broadcast, chunk, default_comm, empty, i
                   reduce, reduce_scatter, size, zeros)
 from .dtypes import DTYPE_NAMES
 from .errors import InputError, MismatchError, PeerTimeout
+from .fusion import allreduce_coalesced
 from .ops import OP_NAMES
 from .registry import ALGORITHMS, COLLECTIVES, NEED_SERVERS, flat_algorithms
 
 __all__ = ["ALGORITHMS", "COLLECTIVES", "Communicator", "DTYPE_NAMES", "InputError",
            "MismatchError", "NEED_SERVERS", "OP_NAMES", "PeerTimeout", "allgather",
-           "allreduce", "broadcast", "chunk", "default_comm", "empty", "flat_algorithms",
-           "init", "rank", "reduce", "reduce_scatter", "size", "zeros"]
+           "allreduce", "allreduce_coalesced", "broadcast", "chunk", "default_comm", "empty",
+           "flat_algorithms", "init", "rank", "reduce", "reduce_scatter", "size", "zeros"]
 
 
 def __getattr__(name):

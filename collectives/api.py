@@ -114,11 +114,20 @@ def _run(collective: str, buf, *, op, algorithm: str, comm, root: int, check, se
     return buffer
 
 
-def allreduce(buf, op="sum", algorithm="ring", comm=None, *, check=None, segment_bytes=None):
+def allreduce(buf, op="sum", algorithm="ring", comm=None, *, check=None, segment_bytes=None,
+              compression=None, key=None):
     """Reduce `buf` across all ranks of `comm`, in place; returns `buf`.
 
     algorithm: a name in collectives.ALGORITHMS (root, host, blocked, ring, ...).
-    check: exchange metadata first so mismatched calls fail on every rank (default on)."""
+    check: exchange metadata first so mismatched calls fail on every rank (default on).
+    compression: a codec ("fp16", "int8", "topk:0.01+ef", ...: collectives/compression.py)
+    for op sum or avg on a float buffer; `key` names the tensor whose `+ef` residual this
+    is (default: the buffer's address and length); None or "none": no compression."""
+    if compression is not None and compression != "none":
+        from . import compressed
+        return compressed.run(buf, op=op, algorithm=algorithm, comm=comm or default_comm(),
+                              check=_defaults()[0] if check is None else check,
+                              compression=compression, key=key)
     return _run("allreduce", buf, op=op, algorithm=algorithm, comm=comm, root=0, check=check,
                 segment_bytes=segment_bytes).original
 

@@ -36,6 +36,7 @@ import queue
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from datetime import timedelta
 
@@ -45,8 +46,9 @@ import torch.distributed as dist
 from torch._C import _distributed_c10d as c10d
 from torch._C._distributed_c10d import _create_work_from_future
 
-from . import api
+from . import api, fusion
 from .registry import ALGORITHMS
+from .torch_args import SIGNATURES, canonical
 
 NAME = "ringps"
 RedOpType = dist.ReduceOp.RedOpType
@@ -136,19 +138,13 @@ class RingpsProcessGroup(dist.ProcessGroup):
             self._allreduce_one(tensor, op, factor)
         return _done(tensors)
 
-    def allreduce_coalesced(self, tensors, opts):
-        """One allreduce per dtype over the tensors laid end to end (DDP-style buckets)."""
-        op, factor = _op(opts.reduceOp)
-        by_dtype: dict = {}
-        for tensor in tensors:
-            by_dtype.setdefault(tensor.dtype, []).append(tensor)
-        for group in by_dtype.values():
-            flat = torch.cat([t.reshape(-1) for t in group])
-            self._allreduce_one(flat, op, factor)
-            offset = 0
-            for t in group:
-                t.copy_(flat[offset:offset + t.numel()].view_as(t))
-                offset += t.numel()
+    def allreduce_coalesced(self, tensors, opts=None):
+        """Tensor fusion (fusion.py): fused buffers per dtype, up to RINGPS_FUSION_THRESHOLD."""
+        op, factor = _op((opts or c10d.AllreduceCoalescedOptions()).reduceOp)
+        if factor is not None:
+            for tensor in tensors:
+                tensor.mul_(factor)
+        fusion.allreduce_coalesced(tensors, op=op, algorithm=self.algorithm, comm=self.comm)
         return _done(tensors)
 
     def reduce(self, tensors, opts):
@@ -207,6 +203,34 @@ class RingpsProcessGroup(dist.ProcessGroup):
             for i, out in enumerate(outputs):
                 out.copy_(flat[i * input.numel():(i + 1) * input.numel()].view_as(out))
         return _done(output_lists)
+
+    def allgather_coalesced(self, output_lists, input_list, opts=None):
+        """output_lists[j][i] = rank j's input_list[i] (gloo's layout): the inputs of a dtype
+        laid end to end and gathered in one allgather."""
+        n, by_dtype = self.comm.size, {}
+        _coalesced_sizes(output_lists, input_list, n)
+        for i, input in enumerate(input_list):
+            by_dtype.setdefault(input.dtype, []).append(i)
+        for dtype, members in by_dtype.items():
+            sizes = [input_list[i].numel() for i in members]
+            width = sum(sizes)
+            flat = torch.empty(width * n, dtype=dtype)
+            mine = flat[self.comm.rank * width:(self.comm.rank + 1) * width]
+            if width:
+                mine.copy_(torch.cat([input_list[i].reshape(-1) for i in members]))
+            api.allgather(flat, comm=self.comm)
+            for j in range(n):
+                offset = j * width
+                for i, size in zip(members, sizes):
+                    output_lists[j][i].copy_(flat[offset:offset + size].view_as(
+                        output_lists[j][i]))
+                    offset += size
+        return _done(output_lists)
+
+    def monitored_barrier(self, timeout=None, wait_all_ranks=False):
+        """gloo's barrier that names late ranks: here a barrier under the group's timeout
+        (a rank that does not arrive raises PeerTimeout naming it)."""
+        self.barrier(c10d.BarrierOptions()).wait()
 
     def all_gather_single(self, output, input, opts):
         """_allgather_base / all_gather_into_tensor, in place when output is contiguous."""
@@ -323,12 +347,23 @@ class RingpsProcessGroup(dist.ProcessGroup):
         return _PointToPointWork(t, [t.irecv(_numpy(x), None, tag) for x in tensors], tensors)
 
 
+def _short_forms(name: str, function):
+    def method(self, *args, **kwargs):
+        return function(self, *canonical(name, args, kwargs))
+    method.__name__, method.__doc__ = name, function.__doc__
+    return method
+
+
+for _name in SIGNATURES:            # torch's short call forms, options left out (torch_args.py)
+    setattr(RingpsProcessGroup, _name, _short_forms(_name, getattr(RingpsProcessGroup, _name)))
+
+
 # ---- RINGPS_DEBUG=detail: like TORCH_DISTRIBUTED_DEBUG=DETAIL's collective fingerprints ----
 
 CHECKED = ("allreduce", "allreduce_coalesced", "reduce", "reduce_scatter", "reduce_scatter_single",
            "reduce_scatter_single_coalesced", "broadcast", "allgather", "all_gather_single",
            "all_gather_single_coalesced", "all_to_all_single", "alltoall", "gather", "scatter",
-           "barrier")
+           "barrier", "allgather_coalesced")
 DTYPE_CODES = [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int8,
                torch.uint8, torch.int32, torch.int64, torch.bool, torch.int16]
 FINGERPRINT = ("sequence number", "collective", "op", "root", "dtype", "numel", "ndim",
@@ -362,8 +397,9 @@ def _fingerprint(sequence: int, name: str, args) -> list[int]:
 
 def _checked(name: str):
     def method(self, *args, **kwargs):
+        args, kwargs = canonical(name, args, kwargs), {}
         self._sequence += 1
-        everything = list(args) + list(kwargs.values())
+        everything = list(args)
         mine = np.asarray(_fingerprint(self._sequence, name, everything), dtype=np.int64)
         table = self.comm.transport.exchange(mine)
         for i, field in enumerate(FINGERPRINT):
@@ -419,6 +455,7 @@ PRECHECKS = {   # size checks that must fail in the caller, before anything is q
                                               for o, i in zip(outs, ins)],
     "reduce_scatter": lambda pg, outs, ins, opts: [_same_sizes(i, o, "reduce_scatter")
                                                    for o, i in zip(outs, ins)],
+    "allgather_coalesced": lambda pg, outs, ins, opts: _coalesced_sizes(outs, ins, pg.comm.size),
     "all_gather_single": lambda pg, out, inp, opts: _check_multiple(
         out, inp, pg.comm.size, "all_gather_into_tensor"),
     "reduce_scatter_single": lambda pg, out, inp, opts: _check_multiple(
@@ -468,6 +505,7 @@ class _BackgroundWork(dist._Work):
 def _queued(name: str):
     def method(self, *args, **kwargs):
         from .arrays import as_buffer
+        args, kwargs = canonical(name, args, kwargs), {}   # torch's short forms and defaults
         for tensor in _tensors(list(args) + list(kwargs.values())):
             as_buffer(tensor)                            # dtype, device, contiguity: raise now
         opts = kwargs.get("opts", args[-1] if args else None)
@@ -530,7 +568,8 @@ class BackgroundProcessGroup(RingpsProcessGroup):
             try:
                 with torch.cuda.stream(stream) if stream is not None else nullcontext():
                     work = getattr(RingpsProcessGroup, name)(self, *args, **kwargs)
-                future.set_result(work.get_future().value())
+                result = work.get_future().value()
+                _completions.submit(future.set_result, result)
             except BaseException as exc:           # noqa: BLE001 - report, then end the job
                 sys.stderr.write(f"ringps: rank {self.comm.rank}: {name} failed in the "
                                  f"background: {type(exc).__name__}: {exc}; aborting the job\n")
@@ -542,6 +581,11 @@ class BackgroundProcessGroup(RingpsProcessGroup):
 
 for _name in CHECKED:
     setattr(BackgroundProcessGroup, _name, _queued(_name))
+
+# Futures complete on these threads, not on a group's own: a callback (`then`) runs where its
+# future completes, and one that waits for another collective of the same group (PowerSGD's
+# hook does) would otherwise wait for the very thread it blocks. Like gloo's worker threads.
+_completions = ThreadPoolExecutor(4, thread_name_prefix="ringps-complete")
 
 _running: set = set()
 
@@ -562,6 +606,18 @@ def _same_sizes(tensors, like, what: str) -> None:
         if t.numel() != like.numel() or t.dtype != like.dtype:
             raise ValueError(f"ringps {what}: every tensor in the list must match "
                              f"{tuple(like.shape)} {like.dtype}, got {tuple(t.shape)} {t.dtype}")
+
+
+def _coalesced_sizes(output_lists, inputs, n: int) -> None:
+    if len(output_lists) != n:
+        raise ValueError(f"ringps allgather_coalesced: output lists must be one per rank "
+                         f"({n}), got {len(output_lists)}")
+    for outputs in output_lists:
+        if len(outputs) != len(inputs):
+            raise ValueError(f"ringps allgather_coalesced: each rank's output list needs one "
+                             f"tensor per input ({len(inputs)}), got {len(outputs)}")
+        for out, input in zip(outputs, inputs):
+            _same_sizes([out], input, "allgather_coalesced")
 
 
 def _check_multiple(big, small, n: int, what: str) -> None:

@@ -21,9 +21,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import collectives.torch_backend  # noqa: F401  registers "ringps"
 
 
-def dataset(samples: int = 4096, features: int = 32, classes: int = 10, seed: int = 0):
+def dataset(samples: int = 4096, features: int = 32, classes: int = 10, seed: int = 0,
+            spread: float = 0.35):
+    """Gaussian clusters: centres drawn with std `spread`, unit noise (the larger the spread,
+    the more separable the classes)."""
     rng = np.random.default_rng(seed)
-    centers = rng.normal(0, 0.35, (classes, features))
+    centers = rng.normal(0, spread, (classes, features))
     labels = rng.integers(0, classes, samples)
     x = centers[labels] + rng.normal(0, 1.0, (samples, features))
     return torch.tensor(x, dtype=torch.float32), torch.tensor(labels)

@@ -27,7 +27,7 @@ import numpy as np
 
 from collectives import arrays, ops, partition
 from collectives.context import Context
-from collectives.schedule import CompactSchedule, Schedule, chunk_nbytes, exchange
+from collectives.schedule import CompactSchedule, Schedule, exchange
 
 from . import protocol
 from .protocol import PSError
@@ -64,10 +64,13 @@ def _next_seq(comm) -> int:
     return comm._ps_seq
 
 
-def _through_servers(kv, x, ctx: Context, group, expected: int, op) -> None:
+def _through_servers(kv, x, ctx: Context, group, expected: int, op, encoding=None,
+                     start: int = 0) -> None:
     """Send every part of x to its server; each reply (the reduction over `expected`
     contributors of that part) lands back in x. Device memory goes through pinned host
-    memory: the servers are host processes."""
+    memory: the servers are host processes. With an `encoding` (ps/compressed.py: x is
+    float32 at [start, start+len(x)) of the tensor) each part travels encoded and the
+    server decodes it before summing."""
     if arrays.is_device(x):
         staged = arrays.pinned(len(x), x.dtype)
         arrays.copy(staged, x)
@@ -76,10 +79,7 @@ def _through_servers(kv, x, ctx: Context, group, expected: int, op) -> None:
         return
     seq = _next_seq(ctx.comm)
     k = kv.servers
-    nbytes = x.nbytes
-    part_bytes = max(1, PART_SEGMENTS * ctx.segment_bytes)
-    parts = max(k, min(-(-nbytes // part_bytes), MAX_PARTS_PER_SERVER * k))
-    bounds = [(a, b) for a, b in partition.chunk_bounds(len(x), parts) if b > a]
+    bounds = part_bounds(len(x), x.nbytes, k, ctx.segment_bytes)
     pending = []
     for p, (a, b) in enumerate(bounds):
         server = p % k
@@ -88,12 +88,23 @@ def _through_servers(kv, x, ctx: Context, group, expected: int, op) -> None:
         header = {"op": "allreduce", "rid": rid, "group": group, "seq": seq, "part": p,
                   "expected": expected, "dtype": ctx.dtype.name, "reduce": op.name,
                   "payload": [(b - a) * ctx.dtype.itemsize], "expects_payload": True}
-        data = x[a:b]
-        sent = kv.wire.request(dest, header, [data])
-        kv.count(server, sent=data.nbytes, received=data.nbytes)
+        data = payload = x[a:b]
+        if encoding is not None:
+            payload = encoding.encode(data, start + a)
+            header.update(codec=encoding.codec.name, count=b - a, payload=[len(payload)])
+        sent = kv.wire.request(dest, header, [payload])
+        kv.count(server, sent=payload.nbytes, received=data.nbytes)
         pending.append({"sent": sent, "reply": kv.wire.reply_header(dest, rid), "data": data,
-                        "dest": dest, "rid": rid, "recv": None, "server": server})
+                        "dest": dest, "rid": rid, "recv": None, "server": server,
+                        "payload": payload})
     _drain(kv, pending)
+
+
+def part_bounds(count: int, nbytes: int, servers: int, segment_bytes: int) -> list[tuple]:
+    """The non-empty parts a buffer travels to the servers in (part p to server p mod k)."""
+    part_bytes = max(1, PART_SEGMENTS * segment_bytes)
+    parts = max(servers, min(-(-nbytes // part_bytes), MAX_PARTS_PER_SERVER * servers))
+    return [(a, b) for a, b in partition.chunk_bounds(count, parts) if b > a]
 
 
 def _drain(kv, pending: list[dict]) -> None:
@@ -159,18 +170,22 @@ def servers_at(k: int, placement: str) -> tuple[list, dict, dict]:
 
 
 def allreduce_pattern(n: int, count: int, itemsize: int, root: int = 0,
-                      servers: int | None = None, placement: str = "colocated"
+                      servers: int | None = None, placement: str = "colocated", codec=None
                       ) -> CompactSchedule:
     """servers: k shards (default n); placement as in servers_at. The default, n shards
     colocated with the workers, fits every topology (and prices like `blocked`); the
-    variants below put them on machines of their own."""
+    variants below put them on machines of their own. With a `codec` (ps/compressed.py)
+    the pushes carry its payloads and the replies float32."""
     k = n if servers is None else servers
     names, ranks, locations = servers_at(k, placement)
-    parts = chunk_nbytes(count, k, itemsize)
+    itemsize = itemsize if codec is None else 4
+    parts = [b - a for a, b in partition.chunk_bounds(count, k)]
     used = [j for j in range(k) if parts[j]]
-    names, parts = [names[j] for j in used], [parts[j] for j in used]
-    return CompactSchedule([exchange(range(n), names, parts, "receiver", reduce=True),
-                            exchange(names, range(n), parts, "sender")], ranks, locations)
+    names = [names[j] for j in used]
+    pushes = [parts[j] * itemsize if codec is None else codec.nbytes(parts[j]) for j in used]
+    pulls = [parts[j] * itemsize for j in used]
+    return CompactSchedule([exchange(range(n), names, pushes, "receiver", reduce=True),
+                            exchange(names, range(n), pulls, "sender")], ranks, locations)
 
 
 def allreduce_schedule(n: int, count: int, itemsize: int, root: int = 0, **variant) -> Schedule:

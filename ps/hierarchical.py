@@ -64,28 +64,32 @@ def allreduce(x: np.ndarray, ctx: Context) -> None:
 
 def allreduce_pattern(n: int, count: int, itemsize: int, root: int = 0,
                       ranks_per_node: int | None = None, servers: int | None = None,
-                      placement: str = "per-node") -> CompactSchedule:
+                      placement: str = "per-node", codec=None) -> CompactSchedule:
     """ranks_per_node L (default: all n on one node) must divide n; servers k (default:
-    one per node, on the nodes: placement as in ps.allreduce.servers_at)."""
+    one per node, on the nodes: placement as in ps.allreduce.servers_at). With a `codec`
+    (ps/compressed.py) the pushes carry its payloads and the rest moves float32."""
     local = n if ranks_per_node is None else ranks_per_node
     if local < 1 or n % local:
         raise ValueError(f"hierarchical schedule: ranks_per_node={ranks_per_node} must divide "
                          f"{n} ranks")
     nodes = n // local
     names, ranks, locations = servers_at(nodes if servers is None else servers, placement)
+    itemsize = itemsize if codec is None else 4
+    pushed = (lambda c: c * itemsize) if codec is None else codec.nbytes
     chunks = tuple(chunk_nbytes(count, local, itemsize))
     rings = tuple(tuple(range(m * local, (m + 1) * local)) for m in range(nodes))
-    pushes = []
+    pushes, pulls = [], []
     for j, (a, b) in enumerate(chunk_bounds(count, local)):
-        parts = chunk_nbytes(b - a, len(names), itemsize)
-        used = [i for i, nbytes in enumerate(parts) if nbytes]
+        parts = [d - c for c, d in chunk_bounds(b - a, len(names))]
+        used = [i for i, elements in enumerate(parts) if elements]
         if used:
-            pushes.append((tuple(m * local + j for m in range(nodes)),
-                           tuple(names[i] for i in used), tuple(parts[i] for i in used)))
-    pulls = tuple((shards, workers, sizes) for workers, shards, sizes in pushes)
+            workers = tuple(m * local + j for m in range(nodes))
+            shards = tuple(names[i] for i in used)
+            pushes.append((workers, shards, tuple(pushed(parts[i]) for i in used)))
+            pulls.append((shards, workers, tuple(parts[i] * itemsize for i in used)))
     return CompactSchedule([Ring(rings, chunks, local - 1, -1, True),
                             Exchange(tuple(pushes), "receiver", True),
-                            Exchange(pulls, "sender"),
+                            Exchange(tuple(pulls), "sender"),
                             Ring(rings, chunks, local - 1, 0)], ranks, locations)
 
 

@@ -14,7 +14,7 @@ import traceback
 
 import numpy as np
 
-from collectives import dtypes, ops
+from collectives import compression, dtypes, ops
 
 from . import checkpoint, consistency, optim, protocol
 from .protocol import error
@@ -199,6 +199,12 @@ class Server:
 
     def on_push(self, header, source, data):
         entry = self.entry(header, source)
+        if entry is not None and header.get("codec"):      # BytePS: decode before the optimizer
+            values = compression.parse(header["codec"]).codec.decode(data, header["count"])
+            data = np.empty(header["count"], entry.dtype.storage)
+            entry.dtype.from_compute(values, data)
+            data = data.view(np.uint8)
+            header = {**header, "payload": [data.nbytes]}
         if entry is None or not self._check_grad(entry, header, source, entry.nbytes(), "push"):
             return
         grad = entry.compute(data.view(entry.dtype.storage).reshape(entry.value.shape))
@@ -257,13 +263,19 @@ class Server:
     def on_allreduce(self, header, source, data):
         key = (header["group"], header["seq"], header["part"])
         part = self.partial.get(key)
+        codec = compression.parse(header["codec"]).codec if header.get("codec") else None
         if part is None:
+            if codec is not None:            # BytePS: decompress before summing
+                data = codec.decode(data, header["count"]).view(np.uint8)
             part = self.partial[key] = {"header": header, "sum": data, "from": []}
         else:
             first = part["header"]
-            if any(first[f] != header[f] for f in ("dtype", "reduce", "expected", "payload")):
+            if any(first.get(f) != header.get(f)
+                   for f in ("dtype", "reduce", "expected", "payload", "codec")):
                 part["error"] = (f"ranks disagree on an allreduce through the PS: "
                                  f"{self._describe(first)} vs {self._describe(header)}")
+            elif codec is not None:
+                codec.decode_add(data, part["sum"].view(np.float32))
             else:
                 dtype = dtypes.lookup(header["dtype"])
                 ops.combine(ops.lookup(header["reduce"]), dtype, part["sum"].view(dtype.storage),

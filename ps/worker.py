@@ -175,11 +175,15 @@ class KVStore:
         return handle
 
     # -- dense push and pull ----------------------------------------------------------------
-    def push(self, key, grad) -> Handle:
+    def push(self, key, grad, compression=None) -> Handle:
+        """compression: a codec ("int8", "topk:0.01+ef": collectives/compression.py) for a
+        float key; each block travels encoded and its server decodes it before the
+        optimizer (BytePS), with the `+ef` residual kept per (key, block) on this worker."""
         info = self._info(key)
         flat = self._check(info, grad, "push", writable=False)
+        codec = self._codec(info, compression)
         handle = Handle(f"push of key {info.shown}")
-        self._push_blocks(handle, info, flat)
+        self._push_blocks(handle, info, flat, codec)
         return self._track(handle)
 
     def pull(self, key, out) -> Handle:
@@ -190,16 +194,17 @@ class KVStore:
         handle.result = out
         return self._track(handle)
 
-    def push_pull(self, key, grad, out) -> Handle:
-        """Push `grad`, then pull the updated value into `out` (which may be `grad`: the
-        pull's bytes land only after the server has the push)."""
+    def push_pull(self, key, grad, out, compression=None) -> Handle:
+        """Push `grad` (compressed as in push), then pull the updated value into `out`
+        (which may be `grad`: the pull's bytes land only after the server has the push)."""
         info = self._info(key)
         flat_grad = self._check(info, grad, "push", writable=False)
         flat_out = self._check(info, out, "pull into", writable=True)
+        codec = self._codec(info, compression)
         if not arrays.is_device(flat_out) and np.shares_memory(flat_grad, flat_out):
             flat_grad = flat_grad.copy()
         handle = Handle(f"push_pull of key {info.shown}")
-        self._push_blocks(handle, info, flat_grad)
+        self._push_blocks(handle, info, flat_grad, codec)
         self._pull_blocks(handle, info, self._landing(handle, flat_out))
         handle.result = out
         return self._track(handle)
@@ -214,10 +219,32 @@ class KVStore:
         handle.after.append(lambda: arrays.copy(flat, host))
         return host
 
-    def _push_blocks(self, handle, info, flat) -> None:
+    def _codec(self, info: KeyInfo, compression):
+        if compression is None:
+            return None
+        from collectives.compression import check_dtype, compressor
+        from collectives.errors import InputError
+        try:
+            check_dtype(info.dtype.name)
+            return compressor(compression)
+        except InputError as exc:
+            raise PSError(f"ringps: worker {self.rank}: push of key {info.shown}: "
+                          f"{str(exc).removeprefix('ringps: ')}") from None
+
+    def _push_blocks(self, handle, info, flat, codec=None) -> None:
         for block, server in zip(info.blocks, info.servers):
-            self._send(handle, server, self._header("push", info, block),
-                       [flat[block.start * info.width:block.stop * info.width]])
+            part = flat[block.start * info.width:block.stop * info.width]
+            header = self._header("push", info, block)
+            if codec is not None:
+                if arrays.is_device(part):
+                    part = part.get()
+                values = np.asarray(info.dtype.to_compute(part), dtype=np.float32).copy()
+                where = ("ps", info.name, block.index)
+                encoding = codec.begin(values, where)
+                part = encoding.encode(encoding.values)
+                codec.end(encoding, where)
+                header.update(codec=codec.codec.name, count=len(values))
+            self._send(handle, server, header, [part])
 
     def _pull_blocks(self, handle, info, flat) -> None:
         for block, server in zip(info.blocks, info.servers):

@@ -57,7 +57,11 @@ def ring_layout(topology: Topology, algorithm: str, ranks: int) -> dict:
 
 
 def schedule_for(algorithm: str, ranks: int, count: int, itemsize: int, **variant):
-    """The algorithm's compact schedule where it has one, else its explicit one."""
+    """The algorithm's compact schedule where it has one, else its explicit one; with
+    compression="topk:0.01" (a codec), its compressed variant's (collectives/compressed.py)."""
+    if variant.get("compression"):
+        from collectives.compressed import allreduce_pattern
+        return allreduce_pattern(algorithm, ranks, count, **variant)
     pattern = getattr(ALGORITHMS[algorithm], "allreduce_pattern", None)
     if pattern is not None:
         return pattern(ranks, count, itemsize, **variant)

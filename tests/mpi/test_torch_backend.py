@@ -3,7 +3,6 @@ float64 reference, async work, subgroups, input checks, and DDP parity with gloo
 intent of torch's test_c10d_pypg.py and the *_checks cases of test_c10d_gloo.py)."""
 import importlib.util
 import warnings
-from pathlib import Path
 
 import pytest
 
@@ -191,11 +190,8 @@ def test_input_checks(world):
 
 
 def _example():
-    path = Path(__file__).resolve().parents[2] / "examples" / "ddp_train.py"
-    spec = importlib.util.spec_from_file_location("ddp_train", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from bench.compression import load_example
+    return load_example()
 
 
 @pytest.mark.parametrize("algorithm,hook", [("root", None), ("host", None), ("blocked", None),
