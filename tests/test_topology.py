@@ -229,18 +229,21 @@ SLOW_MESSAGES = (1e-5, 1e9, 0.0, 5e-6, True)          # alpha, beta, gamma, over
 
 
 @pytest.mark.parametrize("ranks,nbytes,parameters,expected", [
-    # 8 bytes on 4: root 2(alpha + 3o) = 50 us, host 2(alpha + 4o) = 60 us (its buffer takes
-    # rank 0's copy too), blocked 2(alpha + 6o) = 80 us, rhd 4(alpha + 2o) = 80 us, ring
-    # 6(alpha + 2o) = 120 us; bytes: rank 0's link 2 x 3 x 8, the host buffer's 2 x 4 x 8,
-    # the others' 2 x 3 x 2 (blocks of 2 bytes)
-    (4, 8, SLOW_MESSAGES, {"root": 50e-6 + 48e-9, "host": 60e-6 + 64e-9,
-                           "blocked": 80e-6 + 12e-9, "rhd": 80e-6 + 12e-9,
-                           "ring": 120e-6 + 12e-9}),
+    # 8 bytes on 4: oneshot alpha + 6o = 40 us (one step: 3 sends and 3 receives at each
+    # rank), root 2(alpha + 3o) = 50 us, host 2(alpha + 4o) = 60 us (its buffer takes rank 0's
+    # copy too), blocked 2(alpha + 6o) = 80 us, rhd 4(alpha + 2o) = 80 us, ring
+    # 6(alpha + 2o) = 120 us; bytes: oneshot's links 3 x 8, rank 0's link 2 x 3 x 8, the host
+    # buffer's 2 x 4 x 8, the others' 2 x 3 x 2 (blocks of 2 bytes)
+    (4, 8, SLOW_MESSAGES, {"oneshot": 40e-6 + 24e-9, "root": 50e-6 + 48e-9,
+                           "host": 60e-6 + 64e-9, "blocked": 80e-6 + 12e-9,
+                           "rhd": 80e-6 + 12e-9, "ring": 120e-6 + 12e-9}),
     # 256 MiB on 8: the same 2(7/8)S/B for blocked, ring and rhd; latency and overhead: rhd
-    # 6(alpha + 2o) = 120 us, blocked 2(alpha + 14o) = 160 us, ring 14(alpha + 2o) = 280 us
+    # 6(alpha + 2o) = 120 us, blocked 2(alpha + 14o) = 160 us, ring 14(alpha + 2o) = 280 us;
+    # oneshot's one step (alpha + 14o = 80 us) moves 7S over every link
     (8, 1 << 28, SLOW_MESSAGES, {"rhd": 1.75 * (1 << 28) / 1e9 + 120e-6,
                                  "blocked": 1.75 * (1 << 28) / 1e9 + 160e-6,
-                                 "ring": 1.75 * (1 << 28) / 1e9 + 280e-6}),
+                                 "ring": 1.75 * (1 << 28) / 1e9 + 280e-6,
+                                 "oneshot": 7 * (1 << 28) / 1e9 + 80e-6}),
     # no overhead at all: blocked's 2 steps beat rhd's 6 and the ring's 14
     (8, 1 << 28, (1e-5, 1e9, 0.0, 0.0, False), {"blocked": 1.75 * (1 << 28) / 1e9 + 20e-6,
                                                 "rhd": 1.75 * (1 << 28) / 1e9 + 60e-6}),

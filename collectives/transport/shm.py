@@ -473,7 +473,7 @@ class ShmTransport(Transport):
             send.ref = (0, 0, _address(send.bytes))     # read from my private memory
         for p in peers:
             self.sending[p].append(send)
-        self._push(send)
+        self._pump(peers)
         return send
 
     def irecv(self, array, peer, tag=None):
@@ -557,10 +557,24 @@ class ShmTransport(Transport):
         return seqs
 
     def _finish_publishing(self, send: _Send) -> None:
+        """`send` is out: it leaves the head of its queues (the next heads move in _pump)."""
         for p in send.peers:
             self.sending[p].popleft()
-            if self.sending[p]:
-                self._push(self.sending[p][0])
+
+    def _pump(self, peers) -> bool:
+        """Publish the heads of these peers' send queues, one after another, as far as the
+        slots and channels allow (a loop, not a recursion: a call may queue thousands)."""
+        moved, todo = False, list(peers)
+        while todo:
+            queue = self.sending[todo.pop()]
+            while queue:
+                send = queue[0]
+                moved |= self._push(send)
+                if queue and queue[0] is send:
+                    break                       # blocked: a slot, room, or another queue
+                if len(send.peers) > 1:         # a fanout send out may free other queues
+                    todo.extend(send.peers)
+        return moved
 
     def _pull(self, peer: int) -> bool:
         """Consume what `peer` has published for the receives posted to it, in order."""
@@ -649,9 +663,9 @@ class ShmTransport(Transport):
         for peer, queue in self.receiving.items():
             if queue:
                 moved |= self._pull(peer)
-        for peer, queue in self.sending.items():
-            if queue:
-                moved |= self._push(queue[0])
+        busy = [peer for peer, queue in self.sending.items() if queue]
+        if busy:
+            moved |= self._pump(busy)
         if self.refs:
             still = []
             for send in self.refs:
