@@ -74,19 +74,38 @@ BASELINE_COLOURS = {"mpi": "black", "gloo": "dimgray"}
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 
 
+def strategy_of(label: str) -> str:
+    """The strategy behind a row's label: ring/TRANSPORT and ring* (shared buffers) are the
+    ring measured another way, so they share its colour (ring[LAYOUT] and ps(4 servers) are
+    variants of their own, with colours of their own)."""
+    return label.split("/")[0].rstrip("*")
+
+
 class Styles:
-    """Colour per strategy and marker per rank count, handed out in first-seen order."""
+    """Colour per strategy and marker per rank count, handed out in first-seen order; the
+    variants of one strategy (another transport, shared buffers) differ by line style."""
 
     def __init__(self):
         self.colours: dict[str, str] = {}
+        self.labels: list[str] = []
         self.markers: dict[int, str] = {}
 
     def colour(self, algo: str) -> str:
-        if algo not in self.colours:
-            base = algo.split("[")[0].split("(")[0]
-            self.colours[algo] = BASELINE_COLOURS.get(base) or \
-                COLOURS[sum(1 for a in self.colours if a not in BASELINE_COLOURS) % len(COLOURS)]
-        return self.colours[algo]
+        if algo not in self.labels:
+            self.labels.append(algo)
+        base = strategy_of(algo)
+        if base not in self.colours:
+            self.colours[base] = BASELINE_COLOURS.get(base) or COLOURS[
+                sum(1 for a in self.colours if a not in BASELINE_COLOURS) % len(COLOURS)]
+        return self.colours[base]
+
+    @staticmethod
+    def dashes(algo: str) -> str:
+        """Baselines dashed; over MPI point-to-point dotted; on shared buffers dash-dot."""
+        if strategy_of(algo) in BASELINE_COLOURS:
+            return "--"
+        return ":" if algo.rstrip("*").endswith("/mpi") else \
+            "-." if algo.endswith("*") else "-"
 
     def marker(self, ranks: int) -> str:
         return self.markers.setdefault(ranks, MARKERS[len(self.markers) % len(MARKERS)])
@@ -94,11 +113,11 @@ class Styles:
     def shape(self, algo: str) -> str:
         """A marker per strategy, where one plot has one rank count (a sweep)."""
         self.colour(algo)
-        return MARKERS[list(self.colours).index(algo) % len(MARKERS)]
+        return MARKERS[list(self.colours).index(strategy_of(algo)) % len(MARKERS)]
 
     def width(self, algo: str) -> float:
         """Thicker for strategies drawn first: a thinner line on top leaves both visible."""
-        order = list(self.colours).index(algo) if algo in self.colours else len(self.colours)
+        order = self.labels.index(algo) if algo in self.labels else len(self.labels)
         return max(1.0, 3.4 - 0.4 * order)
 
 
@@ -123,7 +142,7 @@ def _lines(rows: list[dict], x_key: str, y_of, path: Path, title: str, xlabel: s
         colour = styles.colour(algo)
         ax.errorbar([r[x_key] for r in mine], [y_of(r) for r in mine],
                     yerr=bars(mine) if bars else None, color=colour, capsize=2,
-                    linestyle="--" if algo in BASELINE_COLOURS else "-",
+                    linestyle=styles.dashes(algo),
                     linewidth=styles.width(algo), marker=styles.shape(algo),
                     markersize=4, label=algo)
     xs = sorted({r[x_key] for r in rows})

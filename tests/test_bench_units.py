@@ -59,3 +59,13 @@ def test_d2l_table_relates_to_blocked_like_the_chapter():
     assert by["host"]["d2l x split"] == "5.33" and by["host"]["x blocked here"] == "5.00"
     assert by["ring"]["d2l ms"] == "6" and by["ring"]["d2l x split"] == "-"
     assert by["mpi"]["d2l name"] == "(baseline)"
+
+
+def test_plot_styles_one_colour_per_strategy_and_a_line_style_per_variant():
+    from bench.plots import Styles
+    styles = Styles()
+    assert styles.colour("ring/mpi") == styles.colour("ring/shm") == styles.colour("ring*")
+    assert styles.colour("ring") != styles.colour("blocked")
+    assert styles.colour("ring[bidirectional]") != styles.colour("ring")
+    assert [styles.dashes(a) for a in ("mpi", "ring/mpi", "ring/shm", "ring/shm*")] == \
+        ["--", ":", "-", "-."]
