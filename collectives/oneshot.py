@@ -16,7 +16,9 @@ rank r reduces ranks 0 .. r-1 into `prefix` (scratch), waits until its own sends
 (peers have read x, or its staged copy), then x = x op prefix (the ops commute exactly), then
 x op= rank r+1, ..., n-1. No rank waits on a send before the others can reach it (each
 needs only ranks below it), so this cannot deadlock on any transport.
-Cost: alpha + (n-1) * S/B on a switch; what the model prices is the Exchange below.
+Cost, as the model charges it (the Exchange below): one step, so alpha once; every rank
+posts n-1 sends and takes n-1 messages, 2(n-1) * o at the busiest endpoint; (n-1) * S/B on
+each rank's link: alpha + 2(n-1)o + (n-1)S/B.
 """
 from __future__ import annotations
 
