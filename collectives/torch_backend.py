@@ -13,7 +13,8 @@ collectives use the ring primitives, all-to-all and gather/scatter go point to p
 
 Under mpiexec, importing this module fills in what `init_process_group`'s env:// rendezvous
 needs (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) from MPI unless they are set:
-a collective step, so every rank must import it.
+a collective step, so every rank must import it. Each later init_process_group gets a fresh
+port the same way, so init / destroy / init in one process never dials a stale store.
 
 RINGPS_DEBUG=detail checks a fingerprint of every collective across ranks first (like
 TORCH_DISTRIBUTED_DEBUG=DETAIL); without it the core's cheap metadata check still catches
@@ -696,6 +697,9 @@ def _group_kind():
     return DebugProcessGroup if debug else BackgroundProcessGroup
 
 
+_our_port: dict = {}        # the MASTER_PORT ringps chose (absent: the user set their own)
+
+
 def _bootstrap_environment() -> None:
     """Under mpiexec, give env:// what it needs from MPI (a collective: every rank imports)."""
     from .rendezvous import rendezvous, under_mpi
@@ -707,7 +711,34 @@ def _bootstrap_environment() -> None:
     os.environ.setdefault("WORLD_SIZE", str(world.size))
     os.environ.setdefault("LOCAL_RANK", str(world.local_rank))
     os.environ.setdefault("MASTER_ADDR", host)
-    os.environ.setdefault("MASTER_PORT", str(port))
+    if "MASTER_PORT" not in os.environ:
+        os.environ["MASTER_PORT"] = _our_port["port"] = str(port)
+        _fresh_port_per_init()
+
+
+def _fresh_port_per_init() -> None:
+    """Give every env:// init_process_group under mpiexec a port of its own, agreed over MPI.
+
+    One port for the whole process breaks a second init (init, destroy, init: torch's own
+    tests and ours do it): rank 0's old store lives on until its last reference is collected,
+    so a fast peer may dial the old store and pass, while rank 0 waits for it at the new
+    one, for ever. Only the port ringps chose is replaced; init is collective on every rank,
+    so the agreement is too. Without torch's handler table (a private name) nothing changes."""
+    from importlib import import_module
+    from .rendezvous import rendezvous
+    handlers = getattr(import_module("torch.distributed.rendezvous"), "_rendezvous_handlers", None)
+    env = handlers.get("env") if isinstance(handlers, dict) else None
+    if env is None or getattr(env, "ringps_fresh_port", False):
+        return
+
+    def env_with_fresh_port(url, *args, **kwargs):
+        if os.environ.get("MASTER_PORT") == _our_port.get("port"):
+            _, port = rendezvous(api.default_comm())
+            os.environ["MASTER_PORT"] = _our_port["port"] = str(port)
+        return env(url, *args, **kwargs)
+
+    env_with_fresh_port.ringps_fresh_port = True
+    handlers["env"] = env_with_fresh_port
 
 
 if NAME not in dist.Backend.backend_list:

@@ -24,4 +24,12 @@ def test_mpi_suite(ranks, transport):
                   timeout=SUITE_TIMEOUT,
                   env={"RINGPS_TRANSPORT": transport, "RINGPS_SHM_MIN_BYTES": "0"})
     assert rc == 0, (f"RINGPS_TRANSPORT={transport} mpiexec -n {ranks} pytest {' '.join(paths)} "
-                     f"failed (rc={rc}):\n{out[-6000:]}")
+                     f"failed (rc={rc}):\n{_why(out)}")
+
+
+def _why(out: str) -> str:
+    """The lines that say which rank failed and why (they come first and are lost from a
+    long tail of thread dumps), then the end of the output."""
+    markers = ("[ringps-test]", "Timeout", "Error", "Fatal", "FAILED", "Traceback")
+    key = [line for line in out.splitlines() if any(m in line for m in markers)]
+    return "\n".join(key[:60]) + "\n...\n" + out[-4000:]
