@@ -13,7 +13,7 @@ import numpy as np
 from . import arrays, dtypes, ops, partition
 from .check import NOT_APPLICABLE, agree
 from .context import Context
-from .errors import InputError, InputValueError, reject
+from .errors import InputError, InputTypeError, InputValueError, reject
 from .registry import COLLECTIVES
 
 _default = None
@@ -67,42 +67,85 @@ def _defaults() -> tuple[bool, int]:
     return _settings["check"], _settings["segment_bytes"]
 
 
+REDUCING = ("allreduce", "reduce_scatter", "reduce")
+
+
+def communicator(comm):
+    """`comm`, or the default one; anything else is refused here, on the caller's rank (with
+    no communicator there is no one to tell)."""
+    if comm is None:
+        return default_comm()
+    if not all(hasattr(comm, name) for name in ("transport", "rank", "size")):
+        raise TypeError(f"ringps: comm must be a ringps Communicator (collectives.init() or "
+                        f"collectives.Communicator(mpi_comm)), got {type(comm).__name__}")
+    return comm
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _checked_arguments(collective: str, registry, buffer, op, algorithm, root, segment_bytes,
+                       size: int):
+    """The reduce op (None where the collective takes none); raises InputError for any
+    argument unfit on this rank, before anything is exchanged."""
+    reduce_op = None
+    if collective in REDUCING:
+        if op is None:
+            raise reject(InputValueError, "no op given",
+                         f"{collective} needs a reduce op (one of {', '.join(ops.OP_NAMES)}), "
+                         f"got None")
+        reduce_op = ops.lookup(op)
+        ops.check_dtype(reduce_op, buffer.dtype)
+    if not isinstance(algorithm, str) or algorithm not in registry:
+        raise reject(InputValueError, "unknown algorithm",
+                     f"unknown {collective} algorithm {algorithm!r} "
+                     f"(known: {', '.join(registry)})")
+    if not _is_int(segment_bytes) or segment_bytes < 1:
+        raise reject(InputValueError, "bad segment size",
+                     f"segment_bytes must be an integer >= 1, got {segment_bytes!r}")
+    if not _is_int(root):
+        raise reject(InputTypeError, "root not an integer",
+                     f"root must be an integer rank, got {root!r} ({type(root).__name__})")
+    if not 0 <= root < size:
+        raise reject(InputValueError, "root out of range",
+                     f"root {root} is out of range for {size} ranks")
+    return reduce_op
+
+
 def _run(collective: str, buf, *, op, algorithm: str, comm, root: int, check, segment_bytes):
-    comm = comm or default_comm()
+    comm = communicator(comm)
     registry = COLLECTIVES[collective]
     default_check, default_segment_bytes = _defaults()
-    check = default_check if check is None else check
+    check = default_check if check is None else bool(check)
     segment_bytes = default_segment_bytes if segment_bytes is None else segment_bytes
     buffer = reduce_op = error = None
     try:
         buffer = arrays.as_buffer(buf)
-        if op is not None:
-            reduce_op = ops.lookup(op)
-            ops.check_dtype(reduce_op, buffer.dtype)
-        if algorithm not in registry:
-            raise reject(InputValueError, "unknown algorithm",
-                         f"unknown {collective} algorithm {algorithm!r} "
-                         f"(known: {', '.join(registry)})")
-        if segment_bytes < 1:
-            raise reject(InputValueError, "bad input",
-                         f"segment_bytes must be >= 1, got {segment_bytes}")
-        if not 0 <= root < comm.size:
-            raise reject(InputValueError, "root out of range",
-                         f"root {root} is out of range for {comm.size} ranks")
+        reduce_op = _checked_arguments(collective, registry, buffer, op, algorithm, root,
+                                       segment_bytes, comm.size)
     except InputError as exc:
         error = exc
+    transport = comm.transport
+    detail = (f"{algorithm if isinstance(algorithm, str) else '?'}, "
+              f"{len(buffer.array) if buffer else '?'} "
+              f"{buffer.dtype.name if buffer else 'elements'}")
+    transport.begin(collective, detail)
     if check:
-        agree(comm.transport, collective=collective,
+        agree(transport, collective=collective,
               length=len(buffer.array) if buffer else -1,
               dtype=(buffer.dtype.name + ("@cuda" if buffer.device else "")) if buffer else "?",
               op=reduce_op.name if reduce_op else (NOT_APPLICABLE if op is None else "?"),
-              algorithm=algorithm, root=root, segment_bytes=segment_bytes, error=error)
+              algorithm=algorithm if isinstance(algorithm, str) else "?",
+              root=root if _is_int(root) else -1,
+              segment_bytes=segment_bytes if _is_int(segment_bytes) else -1, error=error)
     elif error is not None:
         raise error
     function = registry.function(algorithm)
     args = (root,) if collective in ("broadcast", "reduce") else ()
     if buffer.device:
         from . import streams
+        comm.device_transport().begin(collective, detail)
         ctx = Context(comm.device_transport(), comm.rank, comm.size, buffer.dtype, reduce_op,
                       segment_bytes, comm, device=True, rings=getattr(comm, "rings", None))
         with streams.dedicated(buffer):

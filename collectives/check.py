@@ -1,7 +1,7 @@
 """The metadata check: before any data moves, every rank shares what it is about to do.
 
-One small allgather of (collective, length, dtype, op, algorithm, root, segment size, input
-error) per call (both ends of a link must cut chunks into the same segments). If any rank rejected its own input, or the ranks disagree on anything, every rank
+One small exchange of (collective, length, dtype, op, algorithm, root, segment size, input
+error) per call (point to point, so a wait names exactly the ranks that have not arrived) (both ends of a link must cut chunks into the same segments). If any rank rejected its own input, or the ranks disagree on anything, every rank
 raises the same error naming the ranks and the values, instead of an MPI truncation error,
 a hang, or a silently wrong sum. `check=False` (or RINGPS_CHECK=0) skips it for speed.
 """

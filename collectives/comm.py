@@ -22,6 +22,7 @@ import os
 
 from mpi4py import MPI
 
+from . import watchdog
 from .rings import LayoutError, RingLayout
 from .transport import chosen, select
 from .transport.mpi import MPITransport
@@ -58,6 +59,8 @@ class Communicator:
                  servers: int | None = None, placement: str = "dedicated",
                  timeout: float | None = None, rings: "str | RingLayout | None" = None,
                  transport: str | None = None, _node_of_rank: list[int] | None = None):
+        watchdog.mode()                     # a bad RINGPS_ON_TIMEOUT fails here, on every rank
+        watchdog.install()
         base = MPI.COMM_WORLD if mpi_comm is None else mpi_comm
         self.mpi = base.Dup()
         self.rank = self.mpi.Get_rank()

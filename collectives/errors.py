@@ -13,7 +13,8 @@ from .transport.base import PeerTimeout
 
 REASONS = ("bad input", "non-contiguous buffer", "read-only buffer", "unsupported dtype",
            "unsupported buffer type", "tensor on a GPU", "unknown op", "unknown algorithm",
-           "op invalid for dtype", "root out of range", "non-native byte order")
+           "op invalid for dtype", "root out of range", "non-native byte order",
+           "root not an integer", "no op given", "bad segment size")
 
 
 class InputError(Exception):

@@ -10,6 +10,7 @@ import os
 import sys
 from datetime import timedelta
 
+from . import watchdog
 from .transport import select
 from .transport.gloo import GlooTransport
 
@@ -19,7 +20,9 @@ class StoreCommunicator:
         import torch.distributed as dist
         self.pg = dist.ProcessGroupGloo(store, rank, size, timedelta(seconds=timeout))
         self.rank, self.size, self.timeout = rank, size, timeout
-        self.transport = select(GlooTransport(self.pg, timeout), None)
+        self.transport = select(GlooTransport(self.pg, timeout, store), None)
+        watchdog.use_store(store)
+        watchdog.install()
         self.local_rank = int(os.environ.get("LOCAL_RANK", rank))
         self.num_nodes, self.node_index = 1, 0
 
@@ -31,9 +34,10 @@ class StoreCommunicator:
             self.transport.close()
 
     def abort(self, code: int = 1) -> None:
-        """No MPI to tear the job down: end this process; torchrun stops the others."""
+        """No MPI to tear the job down: leave the reason in the store, end this process;
+        the others stop waiting when they see it, and torchrun stops whoever is left."""
         sys.stderr.flush()
-        os._exit(code)
+        watchdog.end_now("a collective failed on it")
 
     def __repr__(self) -> str:
         return f"StoreCommunicator(rank={self.rank}, size={self.size})"

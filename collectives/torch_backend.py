@@ -47,7 +47,7 @@ import torch.distributed as dist
 from torch._C import _distributed_c10d as c10d
 from torch._C._distributed_c10d import _create_work_from_future
 
-from . import api, fusion
+from . import api, fusion, watchdog
 from .registry import ALGORITHMS
 from .torch_args import SIGNATURES, canonical
 
@@ -547,6 +547,7 @@ class BackgroundProcessGroup(RingpsProcessGroup):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._jobs: queue.Queue = queue.Queue()
+        self._calls = 0                                  # collectives run, for the teardown line
         self._thread = threading.Thread(target=self._serve, name=f"ringps-{self._group_name}",
                                         daemon=True)
         self._thread.start()
@@ -566,15 +567,18 @@ class BackgroundProcessGroup(RingpsProcessGroup):
                 self._jobs.task_done()
                 return
             name, args, kwargs, future, stream = job
+            self._calls += 1
             try:
                 with torch.cuda.stream(stream) if stream is not None else nullcontext():
                     work = getattr(RingpsProcessGroup, name)(self, *args, **kwargs)
                 result = work.get_future().value()
                 _completions.submit(future.set_result, result)
             except BaseException as exc:           # noqa: BLE001 - report, then end the job
-                sys.stderr.write(f"ringps: rank {self.comm.rank}: {name} failed in the "
-                                 f"background: {type(exc).__name__}: {exc}; aborting the job\n")
-                sys.stderr.flush()
+                # a failed future would crash DDP's reducer with less to go on, and the
+                # peers would wait for this rank: always end the job (watchdog.py)
+                watchdog.end_job(exc, always=True,
+                                 where=f"group {self._group_name!r}, torch {name} "
+                                       f"#{self._calls}, on the group's thread")
                 self.comm.abort(1)
             finally:
                 self._jobs.task_done()
@@ -672,15 +676,15 @@ def _create(backend_options, pg_options):
     _show_auto_choices()
     timeout = getattr(backend_options, "timeout", None)
     if not under_mpi():
+        seconds = _group_timeout(timeout)
         from .storecomm import StoreCommunicator
-        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else 300.0
         comm = StoreCommunicator(backend_options.store, backend_options.group_rank,
                                  backend_options.group_size, seconds)
         return _group_kind()(comm, _algorithm(pg_options), comm.rank, comm.size,
                              str(getattr(backend_options, "group_id", "") or ""))
     world = api.default_comm()
     ranks = list(getattr(backend_options, "global_ranks_in_group", []) or range(world.size))
-    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else world.timeout
+    seconds = _group_timeout(timeout, world.timeout)
     from .comm import Communicator
     comm = Communicator(world.mpi, timeout=seconds, servers=0,
                         rings=world.rings or "rank-order", transport=world.transport_choice,
@@ -690,6 +694,20 @@ def _create(backend_options, pg_options):
     return _group_kind()(comm, _algorithm(pg_options), backend_options.group_rank,
                               backend_options.group_size,
                               str(getattr(backend_options, "group_id", "") or ""))
+
+
+def _group_timeout(timeout, fallback: float | None = None) -> float:
+    """A group's deadline: init_process_group(timeout=) / new_group(timeout=) when the caller
+    gave one, else the job's (`fallback`: the world Communicator's, from RINGPS_TIMEOUT or
+    init(timeout=); 300 s by default), the one deadline of every ringps wait. torch passes
+    its own default (30 min) when the caller gave none; that value counts as none."""
+    from .comm import DEFAULT_TIMEOUT
+    given = timeout.total_seconds() if isinstance(timeout, timedelta) else None
+    torch_default = getattr(dist.constants, "default_pg_timeout", None)
+    if given is None or (torch_default is not None and timeout == torch_default):
+        return fallback if fallback is not None else \
+            float(os.environ.get("RINGPS_TIMEOUT", DEFAULT_TIMEOUT))
+    return given
 
 
 def _group_kind():

@@ -1,4 +1,6 @@
 """Failures end the job with a message naming the rank; nothing hangs."""
+import re
+
 from mpirun import run
 
 
@@ -12,9 +14,15 @@ def test_failing_rank_kills_the_job_and_is_named():
 def test_silent_peer_raises_timeout_naming_the_peer(tmp_path):
     rc, out = run(3, ["tests/scenarios/silent_peer.py", "nocheck", str(tmp_path)], timeout=150)
     assert rc is not None, out
-    # rank 2 receives from rank 1 in the ring; rank 0 then starves waiting for rank 2
-    assert "rank 2: PeerTimeout: ringps: rank 2 timed out after 2 s waiting to receive" in out, out
-    assert "from rank 1" in out, out
+    # rank 2 receives from rank 1 in the ring; rank 0 then starves waiting for rank 2.
+    # 1000 float32 in 3 chunks of 334/333/333: rank 2's first receive is rank 1's chunk,
+    # 334 floats = 1336 bytes
+    assert ("rank 2: PeerTimeout: ringps: rank 2 timed out after 2 s in allreduce #1 (ring, "
+            "1000 float32), waiting to receive 1336 bytes from rank 1; not heard from: rank 1 "
+            in out), out
+    # half the deadline: one stall warning per waiting rank, naming whom it waits for
+    assert re.search(r"ringps: rank 2: allreduce #1 \(ring, 1000 float32\) has waited 1\.\d s "
+                     r"to receive 1336 bytes from rank 1; not heard from: rank 1", out), out
     assert "rank 0: PeerTimeout" in out and "NO ERROR" not in out, out
     assert "rank 2: then: ringps: rank 2: this communicator is unusable after an earlier " \
         "failure (rank 2 timed out" in out, out
@@ -23,9 +31,12 @@ def test_silent_peer_raises_timeout_naming_the_peer(tmp_path):
 def test_silent_peer_fails_the_metadata_check_in_time(tmp_path):
     rc, out = run(3, ["tests/scenarios/silent_peer.py", "check", str(tmp_path)], timeout=150)
     assert rc is not None, out
-    for rank in (0, 2):
-        assert (f"rank {rank}: PeerTimeout: ringps: rank {rank} timed out after 2 s waiting to "
-                f"exchange metadata with the other ranks") in out, out
+    for rank in (0, 2):             # rank 1 never called: its row is the one missing
+        assert (f"rank {rank}: PeerTimeout: ringps: rank {rank} timed out after 2 s in "
+                f"allreduce #1 (ring, 1000 float32), waiting to exchange metadata with rank 1; "
+                f"not heard from: rank 1 ") in out, out
+        assert re.search(rf"rank {rank}: allreduce #1 \(ring, 1000 float32\) has waited 1\.\d s "
+                         rf"to exchange metadata with rank 1; not heard from: rank 1", out), out
 
 
 def test_dead_peer_ends_the_job():

@@ -5,7 +5,10 @@ nonblocking and returns a Request; `waitall` completes them. `irecv_reduce` is t
 peer-memory transport (shared memory, CUDA IPC) uses to reduce straight from the peer's
 buffer: over MPI it is a receive into scratch followed by a local combine, run when the
 request completes. A wait that exceeds the communicator's timeout raises PeerTimeout naming
-this rank and the peer it was waiting for, instead of hanging.
+this rank, the collective and its sequence number (`begin`), and the peers not heard from,
+instead of hanging; at half the timeout a stall warning names them first (watchdog.py).
+The metadata exchange and barriers are point to point on a tag of their own, so a wait
+knows exactly which ranks have not yet arrived.
 """
 from __future__ import annotations
 
@@ -13,9 +16,17 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .. import watchdog
+
 
 class PeerTimeout(TimeoutError):
-    """A peer did not send or receive within the timeout (dead, hung, or in another call)."""
+    """A peer did not send or receive within the timeout (dead, hung, or in another call).
+    `missing`: the ranks not heard from; `activity`: the collective and its number."""
+
+    def __init__(self, message: str, *, missing=(), activity: str = ""):
+        super().__init__(message)
+        self.missing = sorted(set(missing))
+        self.activity = activity
 
 
 class Request:
@@ -36,15 +47,25 @@ class Request:
     def describe(self) -> str:
         if self.peer < 0:
             return f"{self.kind} the other ranks"
+        if self.kind not in ("send", "receive"):
+            return f"{self.kind} rank {self.peer}"
         return f"{self.kind} {self.nbytes} bytes {'to' if self.kind == 'send' else 'from'} rank {self.peer}"
+
+    def awaited(self) -> list[int]:
+        """The ranks this transfer still waits for."""
+        return [self.peer] if self.peer >= 0 else []
 
 
 TAG = 7                 # every collective's traffic
+CONTROL_TAG = 6         # the metadata exchange and barriers
+CONTROL = -1            # `tag=CONTROL` asks for CONTROL_TAG
 USER_TAG_BASE = 1000    # user point-to-point tags (torch send/recv) start here
 
 
 def wire_tag(tag: int | None) -> int:
-    return TAG if tag is None else USER_TAG_BASE + tag
+    if tag is None:
+        return TAG
+    return CONTROL_TAG if tag == CONTROL else USER_TAG_BASE + tag
 
 
 class Transport:
@@ -52,18 +73,52 @@ class Transport:
 
     rank: int
     size: int
+    timeout: float
     broken: str | None = None       # why this transport can no longer be trusted
+    calls = 0                       # collectives begun on this communicator
+    activity = "a collective"       # the latest: "allreduce #17 (ring, 1024 float32)"
+    warned = 0                      # the call a stall warning was last given for
+
+    def begin(self, collective: str, detail: str = "") -> None:
+        """Number the next collective, for stall warnings and timeouts."""
+        self.calls += 1
+        self.activity = f"{collective} #{self.calls}" + (f" ({detail})" if detail else "")
 
     def _usable(self) -> None:
         if self.broken:
             raise PeerTimeout(f"ringps: rank {self.rank}: this communicator is unusable after "
                               f"an earlier failure ({self.broken}); create a new one")
 
-    def _fail(self, message: str) -> PeerTimeout:
+    def _fail(self, message: str, missing=()) -> PeerTimeout:
         """Mark this transport unusable (receives may still be posted; a late peer's messages
         would match the next call) and return the error to raise."""
         self.broken = message.removeprefix("ringps: ")
-        return PeerTimeout(message)
+        error = PeerTimeout(message, missing=missing, activity=self.activity)
+        watchdog.failed(error)
+        return error
+
+    def _overdue(self, start: float, now: float, stuck: Callable[[], list]) -> None:
+        """Called by every polling wait: a stall warning once per collective past half the
+        timeout, PeerTimeout past it. `stuck()` lists the requests still pending (each with
+        describe() and awaited())."""
+        waited = now - start
+        if waited <= self.timeout / 2:
+            return
+        if waited <= self.timeout and self.warned == self.calls:
+            return
+        pending = stuck()
+        missing = sorted({p for r in pending for p in r.awaited()})
+        what = "; ".join(r.describe() for r in pending[:3]) + \
+            (f" and {len(pending) - 3} more" if len(pending) > 3 else "")
+        if waited > self.timeout:
+            raise self._fail(f"ringps: rank {self.rank} timed out after {self.timeout:g} s in "
+                             f"{self.activity}, waiting to {what}; not heard from: "
+                             f"{watchdog.ranks(missing)} (dead, hung, or in a different "
+                             f"collective)", missing)
+        self.warned = self.calls
+        watchdog.stalled(f"ringps: rank {self.rank}: {self.activity} has waited {waited:.1f} s "
+                         f"to {what}; not heard from: {watchdog.ranks(missing)} (timeout in "
+                         f"{self.timeout - waited:.1f} s)")
 
     def isend(self, array: np.ndarray, peer: int, tag: int | None = None) -> Request:
         """tag None: collective traffic; an int: a user's point-to-point channel."""
@@ -98,11 +153,23 @@ class Transport:
         self.waitall((self.irecv(recv, src), self.isend(send, dst)))
 
     def exchange(self, values: np.ndarray) -> np.ndarray:
-        """Allgather a small int64 vector from every rank: the control plane (metadata checks)."""
-        raise NotImplementedError
+        """Allgather a small int64 vector from every rank: the control plane (metadata checks).
+        Point to point, so that a wait names exactly the ranks whose rows have not come."""
+        self._usable()
+        values = np.ascontiguousarray(values, dtype=np.int64).reshape(-1)
+        table = np.empty((self.size, values.size), dtype=np.int64)
+        table[self.rank] = values
+        peers = [p for p in range(self.size) if p != self.rank]
+        receives = [self.irecv(table[p], p, CONTROL) for p in peers]
+        sends = [self.isend(values, p, CONTROL) for p in peers]
+        for r in receives:
+            r.kind = "exchange metadata with"
+        self.waitall(receives + sends)
+        return table
 
     def barrier(self) -> None:
-        raise NotImplementedError
+        """Every rank arrives before any leaves; a wait names the ranks not arrived."""
+        self.exchange(np.zeros(1, dtype=np.int64))
 
     def describe(self) -> dict:
         """What carries the bytes (library, version), for benchmark records."""

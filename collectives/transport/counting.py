@@ -53,6 +53,10 @@ class CountingTransport(Transport):
     def test(self, requests):
         return self.inner.test(requests)
 
+    def begin(self, collective, detail=""):
+        self.inner.begin(collective, detail)
+        self.calls, self.activity = self.inner.calls, self.inner.activity
+
     def exchange(self, values):
         return self.inner.exchange(values)
 

@@ -287,21 +287,21 @@ class CudaIpcTransport(Transport):
 
     def waitall(self, requests: Sequence[Request]) -> None:
         pending = [r for r in requests if not r.done]
-        deadline = time.monotonic() + self.timeout
+        start = time.monotonic()
         while pending:
             pending = [r for r in pending if not r.progress()]
             if not pending:
                 break
-            if time.monotonic() > deadline:
-                stuck = "; ".join(r.describe() for r in pending[:3])
-                raise self._fail(f"ringps: rank {self.rank} timed out after {self.timeout:g} s "
-                                 f"waiting to {stuck}: the peer is dead, hung, or in a "
-                                 f"different collective")
+            self._overdue(start, time.monotonic(), lambda: pending)
             time.sleep(0)
         for r in requests:
             if not r.done:
                 r.done = True
                 r.keep = r.pending = []
+
+    def begin(self, collective, detail=""):
+        self.control.begin(collective, detail)
+        self.calls, self.activity = self.control.calls, self.control.activity
 
     def exchange(self, values):
         return self.control.exchange(values)

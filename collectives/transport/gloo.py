@@ -3,9 +3,14 @@
 Arrays travel as bytes (uint8 tensors sharing the arrays' memory), so every dtype moves the
 same way. Collective traffic uses one tag and user point-to-point traffic starts at
 USER_TAG_BASE, as in the MPI transport; gloo keeps messages of one (peer, tag) in order.
+A wait that passes half the deadline gives the stall warning (from a timer: gloo's waits
+block) and one past it names the peer it waited for; the store is checked for a peer that
+ended the job; an error gloo reports before the deadline (a peer's connection reset) is
+reported as the peer's failure, not as a timeout.
 """
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 from typing import Sequence
@@ -21,8 +26,9 @@ def _bytes(array: np.ndarray) -> torch.Tensor:
 
 
 class GlooTransport(Transport):
-    def __init__(self, pg, timeout: float):
+    def __init__(self, pg, timeout: float, store=None):
         self.pg = pg
+        self.store = store
         self.rank, self.size = pg.rank(), pg.size()
         self.timeout = timeout
 
@@ -43,38 +49,56 @@ class GlooTransport(Transport):
         return Request(self.pg.recv(buffer, peer, tag), "receive", peer, array.nbytes)
 
     def waitall(self, requests: Sequence[Request]) -> None:
-        deadline = time.monotonic() + self.timeout
+        """Blocking waits, in order (gloo's send/recv works only complete inside wait()); the
+        first that runs past the deadline names its peer, the one not heard from."""
+        start = time.monotonic()
         for r in requests:
             if r.done:
                 continue
-            left = max(deadline - time.monotonic(), 0.001)
+            left = start + self.timeout - time.monotonic()
+            stall = threading.Timer(max(start + self.timeout / 2 + 0.01 - time.monotonic(), 0),
+                                    lambda r=r: self._overdue(start, time.monotonic(),
+                                                              lambda: [r]))
+            stall.daemon = True
+            stall.start()
             try:
-                r.handle.wait(timedelta(seconds=left))
+                self._peer_ended_job()
+                r.handle.wait(timedelta(seconds=max(left, 0.001)))
             except RuntimeError as exc:
-                raise self._fail(f"ringps: rank {self.rank} timed out or failed after "
-                                 f"{self.timeout:g} s waiting to {r.describe()}: {exc}") from None
+                waited = time.monotonic() - start
+                if waited < self.timeout:   # gloo reports a peer's failure (connection reset)
+                    raise self._fail(f"ringps: rank {self.rank} failed after {waited:.1f} s in "
+                                     f"{self.activity}, waiting to {r.describe()}: the peer's "
+                                     f"side reported an error (its process ended or closed the "
+                                     f"connection): {exc}", r.awaited()) from None
+                self._peer_ended_job()
+                raise self._fail(f"ringps: rank {self.rank} timed out after {self.timeout:g} s "
+                                 f"in {self.activity}, waiting to {r.describe()}; not heard "
+                                 f"from: rank {r.peer} (dead, hung, or in a different "
+                                 f"collective)", r.awaited()) from None
+            finally:
+                stall.cancel()
             if r.source is None:
                 r.source = r.handle._source_rank()
             r.done = True
             if r.on_complete is not None:
                 r.on_complete()
 
+    def _peer_ended_job(self) -> None:
+        """The store-based abort: a rank that ends a torchrun job leaves its reason in the
+        store (watchdog.py); the others stop waiting at once and say who ended it."""
+        if self.store is None:
+            return
+        from .. import watchdog
+        reason = watchdog.abort_reason(self.store)
+        if reason:
+            raise self._fail(f"ringps: rank {self.rank}: {self.activity} stopped: {reason}")
+
     def test(self, requests: Sequence[Request]) -> bool:
         if all(r.done or r.handle.is_completed() for r in requests):
             self.waitall(requests)
             return True
         return False
-
-    def exchange(self, values: np.ndarray) -> np.ndarray:
-        self._usable()
-        mine = torch.from_numpy(np.ascontiguousarray(values, dtype=np.int64))
-        table = [torch.empty_like(mine) for _ in range(self.size)]
-        self.pg.allgather([table], [mine]).wait(timedelta(seconds=self.timeout))
-        return torch.stack(table).numpy()
-
-    def barrier(self) -> None:
-        self._usable()
-        self.pg.barrier().wait(timedelta(seconds=self.timeout))
 
     def describe(self) -> dict:
         return {"transport": "gloo (torch.distributed)", "torch": torch.__version__}

@@ -8,7 +8,9 @@ matches ours.
 Waiting polls `Testall` instead of blocking in `Waitall`, for two reasons: a timeout can be
 raised as an exception naming the peer (a blocked MPI_Waitall cannot be interrupted), and a
 waiting rank yields its core (`sched_yield`) once a short spin has not succeeded, which
-matters when more ranks than cores share a machine.
+matters when more ranks than cores share a machine. The metadata exchange and barriers are
+point to point on their own tag, so a late rank is named; MPI errors (a message longer than
+its receive: mismatched calls with the check off) come back naming the ranks.
 """
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ from typing import Sequence
 import numpy as np
 from mpi4py import MPI
 
-from .base import Request, Transport, wire_tag
+from .. import watchdog
+from .base import CONTROL_TAG, Request, Transport, wire_tag
+
 SPIN_SECONDS = 50e-6
 
 
@@ -62,10 +66,13 @@ class MPITransport(Transport):
         handles = [r.handle for r in pending]
         anyone = [i for i, r in enumerate(pending) if r.kind == "receive" and r.source is None]
         statuses = [MPI.Status() for _ in handles] if anyone else None
-        if not MPI.Request.Testall(handles, statuses):
-            if not block:
-                return False
-            self._poll(handles, pending, statuses)
+        try:
+            if not MPI.Request.Testall(handles, statuses):
+                if not block:
+                    return False
+                self._poll(handles, pending, statuses)
+        except MPI.Exception as exc:
+            raise self._mpi_error(exc, pending) from None
         for i in anyone:
             pending[i].source = statuses[i].Get_source()
         for r in pending:
@@ -76,26 +83,48 @@ class MPITransport(Transport):
 
     def _poll(self, handles, pending, statuses=None) -> None:
         start = time.monotonic()
-        deadline = start + self.timeout
         spin_until = start + SPIN_SECONDS
         testall = MPI.Request.Testall
         while not testall(handles, statuses):
             now = time.monotonic()
             if now > spin_until:
                 os.sched_yield()
-            if now > deadline:
-                stuck = [r.describe() for r, h in zip(pending, handles) if not h.Test()]
-                message = (f"ringps: rank {self.rank} timed out after {self.timeout:g} s waiting "
-                           f"to {'; '.join(stuck[:3])}: the peer is dead, hung, or in a "
-                           f"different collective")
-                raise self._fail(message)
+            self._overdue(start, now, lambda: [r for r, h in zip(pending, handles)
+                                               if not h.Test()])
+
+    def _mpi_error(self, exc, pending) -> Exception:
+        """mpi4py's bare 'See the MPI_ERROR field' as a ringps error naming the ranks: a
+        message that did not fit is a mismatched call (what the metadata check catches
+        when it is on)."""
+        from ..errors import MismatchError
+        peers = sorted({r.peer for r in pending if r.peer >= 0})
+        text = exc.Get_error_string() if hasattr(exc, "Get_error_string") else str(exc)
+        truncated = exc.Get_error_class() == MPI.ERR_TRUNCATE
+        self.broken = f"MPI error in {self.activity}: {text}"
+        if truncated:
+            return MismatchError(
+                f"ringps: rank {self.rank}: {self.activity}: a message from "
+                f"{watchdog.ranks(peers)} was longer than this rank expected: the ranks called "
+                f"with different lengths or collectives (check=False skips the metadata check "
+                f"that names them); MPI said: {text}")
+        return RuntimeError(f"ringps: rank {self.rank}: {self.activity}: MPI failed while "
+                            f"talking to {watchdog.ranks(peers)}: {text}")
 
     def exchange(self, values: np.ndarray) -> np.ndarray:
+        """Point to point on the control tag (not MPI_Allgather): a wait that runs long names
+        exactly the ranks whose rows have not come."""
         self._usable()
-        values = np.ascontiguousarray(values, dtype=np.int64)
+        values = np.ascontiguousarray(values, dtype=np.int64).reshape(-1)
         table = np.empty((self.size, values.size), dtype=np.int64)
-        handle = self.comm.Iallgather(values, table)
-        self.waitall([Request(handle, "exchange metadata with", -1, values.nbytes)])
+        table[self.rank] = values
+        if self.size == 1:
+            return table
+        peers = [p for p in range(self.size) if p != self.rank]
+        receives = [Request(self.comm.Irecv(table[p], p, CONTROL_TAG), "exchange metadata with",
+                            p, values.nbytes) for p in peers]
+        sends = [Request(self.comm.Isend(values, p, CONTROL_TAG), "send metadata to", p,
+                         values.nbytes) for p in peers]
+        self.waitall(receives + sends)
         return table
 
     def describe(self) -> dict:
@@ -104,5 +133,5 @@ class MPITransport(Transport):
                 "mpi_standard": "%d.%d" % MPI.Get_version()}
 
     def barrier(self) -> None:
-        self._usable()
-        self.waitall([Request(self.comm.Ibarrier(), "meet in a barrier with", -1, 0)])
+        """An exchange of nothing: a wait names the ranks not arrived (MPI_Ibarrier cannot)."""
+        self.exchange(np.zeros(1, dtype=np.int64))

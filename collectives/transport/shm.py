@@ -235,6 +235,12 @@ class _Send(Request):
         self.ref = None                  # (segment id, token, offset) when it needs no copy
         self.waiting = ""                # what it waits for, for a timeout message
 
+    def describe(self) -> str:
+        return _describe(self)
+
+    def awaited(self) -> list[int]:
+        return list(self.peers)
+
 
 class _Receive(Request):
     def __init__(self, transport, dst: np.ndarray, peer: int, combine=None):
@@ -243,6 +249,9 @@ class _Receive(Request):
         self.view = memoryview(self.dst.view(np.uint8))
         self.combine = combine
         self.at = 0                      # bytes received so far
+
+    def describe(self) -> str:
+        return _describe(self)
 
 
 class _Channel:
@@ -684,7 +693,6 @@ class ShmTransport(Transport):
                 self.inner.waitall(others)
             return
         start = last = time.monotonic()
-        deadline = start + self.timeout
         while True:
             moved = self._progress()
             if others and self.inner.test(others):
@@ -698,18 +706,17 @@ class ShmTransport(Transport):
                 time.sleep(min(1e-3, 5e-5 + (now - last) / 100))
             elif now - last > SPIN_SECONDS:
                 os.sched_yield()
-            if now > deadline:
-                stuck = [_describe(r) for r in mine if not r.done] + \
-                    [r.describe() for r in others if not r.done]
-                raise self._fail(f"ringps: rank {self.rank} timed out after {self.timeout:g} s "
-                                 f"waiting to {'; '.join(stuck[:3])}: the peer is dead, hung, "
-                                 f"or in a different collective")
+            self._overdue(start, now, lambda: [r for r in mine + others if not r.done])
 
     def test(self, requests: Sequence[Request]) -> bool:
         self._progress()
         others = [r for r in requests if not r.done and r.handle is not self]
         return (not others or self.inner.test(others)) and all(
             r.done for r in requests if r.handle is self)
+
+    def begin(self, collective: str, detail: str = "") -> None:
+        self.inner.begin(collective, detail)
+        self.calls, self.activity = self.inner.calls, self.inner.activity
 
     def exchange(self, values):
         return self.inner.exchange(values)

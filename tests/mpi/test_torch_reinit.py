@@ -23,3 +23,27 @@ def test_each_init_meets_afresh_while_old_groups_live(comm):
         if round_ % 2:
             kept.append(dist.new_group(backend="gloo"))
         dist.destroy_process_group()
+
+
+def _deadline(group=None) -> float:
+    """The deadline of the ringps group's waits (the group object is ringps's own)."""
+    return (group or dist.group.WORLD).comm.transport.timeout
+
+
+def test_one_deadline_ringps_timeout_unless_the_group_names_its_own(comm, monkeypatch):
+    """A group without timeout= waits as long as the job's other ringps waits (the world
+    Communicator's deadline, RINGPS_TIMEOUT), not torch's 30 minutes; timeout= overrides
+    it for that group alone."""
+    from datetime import timedelta
+    dist.init_process_group("ringps")
+    try:
+        assert _deadline() == comm.timeout
+        assert _deadline(dist.new_group(backend="ringps")) == comm.timeout
+        assert _deadline(dist.new_group(backend="ringps", timeout=timedelta(seconds=41))) == 41
+    finally:
+        dist.destroy_process_group()
+    dist.init_process_group("ringps", timeout=timedelta(seconds=17))
+    try:
+        assert _deadline() == 17
+    finally:
+        dist.destroy_process_group()
