@@ -323,7 +323,7 @@ class Server:
         try:
             written = checkpoint.write_shard(header["path"], self.index, self.blocks,
                                              header["id"])
-        except OSError as exc:
+        except (OSError, checkpoint.CheckpointError) as exc:
             self.reply(source, header, error(f"server {self.index} could not write its "
                                              f"checkpoint shard: {exc}"))
             return
