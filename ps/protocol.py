@@ -16,7 +16,8 @@ so replies may come back in any order (a BSP pull waits while a later pull is an
     pull        key, block                                 -              ok, version + value
     pull_rows   key, block, count                          ids            ok, version + rows
     allreduce   group, seq, part, expected, dtype, op, n   the part       the reduced part
-    checkpoint  path                                       -              ok, file, sha256
+    checkpoint  path, id                                   -              ok, file, sha256,
+                                                                          blocks (listing)
     bye         -                                          -              (none)
 
 Every request also carries rid (its id), and all but bye carry payload (the byte count of

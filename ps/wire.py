@@ -74,6 +74,9 @@ def _plain(value):
     raise TypeError(f"a {type(value).__name__} cannot travel in a PS header")
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_plain)
+
+
 def encode(header: dict) -> bytes:
     """The wire form of a request (it has "op") or a reply (it has "ok")."""
     body = dict(header)
@@ -81,7 +84,7 @@ def encode(header: dict) -> bytes:
     if kind is None:
         raise PSError(f"ringps: cannot send a PS request of unknown kind {header['op']!r}")
     try:
-        text = json.dumps(body, separators=(",", ":"), default=_plain).encode()
+        text = _ENCODER.encode(body).encode()
     except (TypeError, ValueError) as exc:
         raise PSError(f"ringps: cannot encode a PS header: {exc}") from None
     if PREFIX.size + len(text) > MAX_HEADER_BYTES:
@@ -91,14 +94,20 @@ def encode(header: dict) -> bytes:
 
 
 # -- decoding ----------------------------------------------------------------------------------
+def _is_count(value) -> bool:
+    return type(value) is int and value >= 0       # not bool (a subclass of int)
+
+
+FITS = {"int": _is_count,
+        "sizes": lambda v: type(v) is list and all(_is_count(x) for x in v),
+        "tuple": lambda v: type(v) is list and all(type(x) in (str, int) for x in v),
+        "str": lambda v: type(v) is str,
+        "bool": lambda v: type(v) is bool,
+        "dict": lambda v: type(v) is dict}
+
+
 def _fits(value, kind: str) -> bool:
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-    if kind == "sizes":
-        return isinstance(value, list) and all(_fits(v, "int") for v in value)
-    if kind == "tuple":
-        return isinstance(value, list) and all(isinstance(v, (str, int)) for v in value)
-    return isinstance(value, {"str": str, "bool": bool, "dict": dict}[kind])
+    return FITS[kind](value)
 
 
 def _check_fields(body: dict, required: dict, optional: dict) -> str | None:
@@ -106,11 +115,17 @@ def _check_fields(body: dict, required: dict, optional: dict) -> str | None:
     for name, kind in required.items():
         if name not in body:
             return f"field {name!r} is missing"
-    for name, kind in {**optional, **required}.items():
-        if name in body and not _fits(body[name], kind):
-            return (f"field {name!r} should be {kind_words(kind)}, got "
-                    f"{type(body[name]).__name__} {_short(body[name])}")
+        if not FITS[kind](body[name]):
+            return _wrong_type(name, kind, body[name])
+    for name, kind in optional.items():
+        if name in body and not FITS[kind](body[name]):
+            return _wrong_type(name, kind, body[name])
     return None
+
+
+def _wrong_type(name: str, kind: str, value) -> str:
+    return f"field {name!r} should be {kind_words(kind)}, got {type(value).__name__} " \
+           f"{_short(value)}"
 
 
 def kind_words(kind: str) -> str:
@@ -144,7 +159,7 @@ def _open(data: bytes, source: int) -> tuple[int, dict]:
         raise BadHeader(f"ringps: a PS header from {who} says its body has {length} bytes, "
                         f"the message has {len(data) - PREFIX.size}", source)
     try:
-        body = json.loads(bytes(data[PREFIX.size:]).decode("utf-8"))
+        body = json.loads(str(memoryview(data)[PREFIX.size:], "utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadHeader(f"ringps: a PS header from {who} is not UTF-8 JSON ({exc})",
                         source) from None
