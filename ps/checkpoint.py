@@ -185,17 +185,16 @@ def read_manifest(path: str) -> dict:
         raise _refuse(path, "invalid", f"{MANIFEST} is a symbolic link (to "
                       f"{os.readlink(manifest_path)!r})")
     if not manifest_path.exists():
-        raise CheckpointError(f"ringps: checkpoint {path!r} is partial: it has no {MANIFEST} "
-                              f"(the write did not finish), refusing to restore it")
+        raise _refuse(path, "partial", f"it has no {MANIFEST} (the write did not finish)")
     try:
         manifest = json.loads(manifest_path.read_text())
         assert isinstance(manifest, dict) and manifest["format"] == FORMAT
     except (ValueError, KeyError, TypeError, AssertionError):
-        raise CheckpointError(f"ringps: checkpoint {path!r} is corrupt: {MANIFEST} is not a "
-                              f"ringps checkpoint manifest") from None
+        raise _refuse(path, "corrupt", f"{MANIFEST} is not a ringps checkpoint "
+                      f"manifest") from None
     if manifest.get("version") != VERSION:
-        raise CheckpointError(f"ringps: checkpoint {path!r} has format version "
-                              f"{manifest.get('version')}, this ringps reads {VERSION}")
+        raise _refuse(path, f"of format version {manifest.get('version')!r}",
+                      f"this ringps reads version {VERSION}")
     _check_manifest_fields(path, manifest)
     _check_shard_list(path, manifest)
     return manifest
@@ -263,8 +262,7 @@ def _load_shard(path: str, shard: dict, workers: int) -> dict:
     name = shard["file"]
     data = _read_regular_file(path, Path(path), name)
     if hashlib.sha256(data).hexdigest() != shard["sha256"]:
-        raise CheckpointError(f"ringps: checkpoint {path!r} is corrupt: {name} does not match "
-                              f"its SHA-256 in {MANIFEST}")
+        raise _refuse(path, "corrupt", f"{name} does not match its SHA-256 in {MANIFEST}")
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             arrays = {member: npz[member] for member in npz.files}

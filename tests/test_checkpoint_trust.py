@@ -295,7 +295,7 @@ CASES = {
     manifest_missing: r"partial: it has no manifest\.json",
     manifest_is_a_symlink: r"invalid: manifest\.json is a symbolic link \(to '.*other/",
     id_with_a_path: r"invalid: manifest\.json has id '\.\./other/x', not letters, digits",
-    older_format: r"has format version 1, this ringps reads 2",
+    older_format: r"is of format version 1: this ringps reads version 2; refusing",
 }
 
 
