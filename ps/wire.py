@@ -19,7 +19,7 @@ bytes from every worker. A header is a fixed binary prefix and a UTF-8 JSON obje
     body      UTF-8 JSON object              length   the fields of protocol.FIELDS (the
                                                       kind is the prefix's, not a field)
 
-A whole header is at most MAX_HEADER_BYTES. Decoding checks all of it (magic, version,
+A whole header is at most MAX_HEADER_BYTES (16 MiB). Decoding checks all of it (magic, version,
 kind, length against the message size, JSON, each field's type) and raises BadHeader,
 which names the sender and what is wrong and carries whatever could still be read (rid,
 payload sizes), so a server answers a bad request with an error instead of crashing.
