@@ -4,7 +4,10 @@ the consistency policy allows, and aggregates `ps` allreduce parts.
 One loop per server rank: probe for the next request header from any worker, read its
 payload, act, reply. A pull the policy cannot answer yet waits in its block's queue and is
 retried after every push to that block. A bad request gets an error reply to its worker
-only; everything else carries on. The loop ends when every worker has said goodbye.
+only; everything else carries on. That includes a header the wire cannot decode
+(wire.BadHeader): its payloads are drained and its worker answered if the header still
+names them and its request id, and otherwise the server says on stderr what it dropped.
+The loop ends when every worker has said goodbye.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from collectives import compression, dtypes, ops
 
 from . import checkpoint, consistency, optim, protocol
 from .protocol import error
-from .wire import Wire
+from .wire import BadHeader, Wire
 
 
 class BlockEntry:
@@ -100,7 +103,14 @@ class Server:
     def serve(self) -> None:
         idler = protocol.Idler()
         while len(self.gone) < self.workers:
-            arrived = self.wire.next_request()
+            try:
+                arrived = self.wire.next_request()
+            except BadHeader as bad:
+                try:
+                    self.refuse(bad)
+                except Exception:          # e.g. its payloads never came: keep serving
+                    traceback.print_exc()
+                continue
             if arrived is None:
                 self._reap()
                 idler.idle()
@@ -116,6 +126,20 @@ class Server:
         while self.sends:
             self._reap()
             time.sleep(50e-6)
+
+    def refuse(self, bad: BadHeader) -> None:
+        """Answer a request whose header could not be decoded, as far as it can be."""
+        if bad.payload is not None:
+            for nbytes in bad.payload:
+                self.receive(bad.source, nbytes)
+        if bad.rid is None:
+            sys.stderr.write(f"ringps: server {self.index} (rank {self.rank}) dropped a request "
+                             f"it cannot answer (no request id): {bad}\n")
+            sys.stderr.flush()
+            return
+        self.reply(bad.source, {"rid": bad.rid, "expects_payload": bad.expects_payload},
+                   error(f"server {self.index} refused the request: "
+                         f"{str(bad).removeprefix('ringps: ')}"))
 
     def handle(self, header: dict, source: int) -> None:
         kind = header["op"]
@@ -299,7 +323,7 @@ class Server:
         try:
             written = checkpoint.write_shard(header["path"], self.index, self.blocks,
                                              header["id"])
-        except OSError as exc:
+        except (OSError, checkpoint.CheckpointError) as exc:
             self.reply(source, header, error(f"server {self.index} could not write its "
                                              f"checkpoint shard: {exc}"))
             return
