@@ -5,7 +5,8 @@ length, a particular root, a pipeline segment smaller than an element and the MP
 transport at once slips through them. Here hypothesis draws the collective, the algorithm,
 the dtype, the op, the root, the length (0, 1, p-1, p, p+1, primes and random ones), the
 segment size, the buffer kind (numpy, torch, or memory from `collectives.empty`), the
-metadata check and the transport (shared memory or MPI point-to-point) for hundreds of
+metadata check and the transport (shared memory, MPI point-to-point, or both: pretend nodes
+of two ranks, shared memory inside and MPI across) for hundreds of
 collectives per job, and each result is compared with a float64 (or exact) reference.
 
 Every rank must call the same collectives in the same order, so only rank 0 runs
@@ -20,12 +21,17 @@ The hypothesis seed is printed first; `--seed` (or RINGPS_FUZZ_SEED) replays a r
         --examples 500 --seed 1234
 
 A collective that never returns on some rank ends in PeerTimeout after RINGPS_TIMEOUT
-seconds there (tests/test_fuzz.py sets it low), which fails the case like a wrong value;
-the communicators are then rebuilt, since a timed-out one refuses further use.
+seconds there (tests/test_fuzz.py sets it low), which fails the case like a wrong value.
+The run stops there, unshrunk: a timed-out communicator refuses further use, and a late
+peer's messages may still land in this process (tests/fuzz/repro_after_timeout.py).
+
+`--transports` adds `mixed` (pretend nodes of two ranks: shared memory inside, MPI across);
+it is off by default while tests/fuzz/repro_mixed_hang.py deadlocks.
 """
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import random
 import sys
@@ -46,12 +52,17 @@ from reference import (TORCH_ONLY, assert_close, expected, inputs, make_buffer, 
 
 COLLECTIVES = ("allreduce", "reduce_scatter", "allgather", "broadcast", "reduce")
 REDUCING = ("allreduce", "reduce_scatter", "reduce")
-TRANSPORTS = ("shm", "mpi")
+TRANSPORTS = ("shm", "mpi", "mixed")    # mixed: pretend nodes of 2 ranks, shm inside, MPI across
+# mixed is not drawn by default yet: a rank waiting on shared memory does not drive MPI's
+# progress, so its own MPI sends to the next pretend node stall and the ring deadlocks
+# (tests/fuzz/repro_mixed_hang.py; tests/test_fuzz.py keeps it as a strict xfail).
+DEFAULT_TRANSPORTS = "shm,mpi"
 KINDS = ("numpy", "torch", "shared")
 PRIMES = (2, 3, 5, 7, 11, 13, 17, 31, 97, 101, 257, 1009, 4099, 10007, 65537, 100_003)
 SEGMENTS = (1, 3, 8, 64, 1000, 4096, 1 << 16)
 MOST_MESSAGES = 512        # pipeline segments per case: tiny segments only on short buffers
 STOP = None
+SHOWN_FAILURES = 3         # failing cases printed as they happen (hypothesis reports the last)
 
 
 @dataclass(frozen=True)
@@ -92,16 +103,20 @@ def special_counts(ranks: int, most: int) -> list[int]:
     return sorted(c for c in near | set(PRIMES) if c <= most)
 
 
-def case_strategy(ranks: int, most_count: int, only: str | None = None):
-    """A hypothesis strategy drawing one Case for a job of `ranks` ranks (with `only`: just
-    allreduces by that algorithm)."""
+def case_strategy(ranks: int, most_count: int, transports=TRANSPORTS, only: str | None = None,
+                  torch: bool = True):
+    """A hypothesis strategy drawing one Case for a job of `ranks` ranks over `transports`
+    (with `only`: just allreduces by that algorithm; without `torch`: no bfloat16 and no
+    torch tensors, so the job need not import torch)."""
+    dtypes = [d for d in C.DTYPE_NAMES if torch or d not in TORCH_ONLY]
+    kinds = [k for k in KINDS if torch or k != "torch"]
     from hypothesis import strategies as st
 
     @st.composite
     def cases(draw):
         collective = draw(st.sampled_from(("allreduce",) if only else COLLECTIVES))
         algorithm = only or draw(st.sampled_from(algorithms(collective)))
-        dtype = draw(st.sampled_from(C.DTYPE_NAMES))
+        dtype = draw(st.sampled_from(dtypes))
         op = draw(st.sampled_from(C.OP_NAMES)) if collective in REDUCING else None
         root = draw(st.integers(0, ranks - 1)) if collective in ("broadcast", "reduce") else 0
         count = draw(st.one_of(st.sampled_from(special_counts(ranks, most_count)),
@@ -109,8 +124,8 @@ def case_strategy(ranks: int, most_count: int, only: str | None = None):
         fits = [s for s in SEGMENTS if count * itemsize(dtype) <= s * MOST_MESSAGES]
         segment_bytes = draw(st.sampled_from([None, *fits]))
         return Case(collective, algorithm, dtype, op, root, count, segment_bytes,
-                    kind=draw(st.sampled_from(KINDS)), check=draw(st.booleans()),
-                    transport=draw(st.sampled_from(TRANSPORTS)),
+                    kind=draw(st.sampled_from(kinds)), check=draw(st.booleans()),
+                    transport=draw(st.sampled_from(transports)),
                     seed=draw(st.integers(0, 2 ** 31 - 1)))
     return cases()
 
@@ -119,7 +134,8 @@ def case_strategy(ranks: int, most_count: int, only: str | None = None):
 
 def make_comms() -> dict:
     """One communicator per transport (collective: every rank builds them together)."""
-    return {name: C.Communicator(transport=name) for name in TRANSPORTS}
+    return {"shm": C.Communicator(transport="shm"), "mpi": C.Communicator(transport="mpi"),
+            "mixed": C.Communicator(transport="auto", ranks_per_node=2)}
 
 
 def build_buffer(values: np.ndarray, case: Case, comm):
@@ -206,23 +222,36 @@ def outcome_of(case: Case, comm) -> tuple[str | None, bool]:
 
 # -- rank 0 drives, the others follow -------------------------------------------------------
 
+class CommunicatorsBroken(BaseException):
+    """A collective raised instead of returning (a timeout, say): the communicators it ran
+    on are unusable and, until the transports keep the buffers of receives still posted
+    alive, the process may not be memory-safe either (tests/fuzz/repro_after_timeout.py).
+    A BaseException, so hypothesis stops at once instead of shrinking through more of them."""
+
+
 class Driver:
     """Rank 0's side: send a case to every rank, run it here too, gather the outcomes."""
 
-    def __init__(self, control, comms: dict):
-        self.control, self.comms = control, comms
-        self.rebuild = False
+    def __init__(self, control, comms: dict, trace: bool = False):
+        self.control, self.comms, self.trace = control, comms, trace
         self.ran: Counter = Counter()
 
     def __call__(self, case: Case) -> None:
-        self.control.bcast((case, self.rebuild), root=0)
-        if self.rebuild:
-            self.comms = make_comms()
+        if self.trace:
+            print(f"fuzz case {self.ran['total'] + 1}: {case.describe()}", flush=True)
+        self.control.bcast(case, root=0)
         outcome, broken = outcome_of(case, self.comms[case.transport])
         outcomes = self.control.gather((outcome, broken), root=0)
-        self.rebuild = any(b for _, b in outcomes)
         self.count(case)
         failures = [text for text, _ in outcomes if text]
+        if failures and self.ran["failed"] < SHOWN_FAILURES:
+            # shown now as well: a rank that crashes in a later case would take them along
+            print(f"fuzz: case {self.ran['total']} failed ({case.describe()}):\n"
+                  + "\n".join(failures), flush=True)
+        self.ran["failed"] += bool(failures)
+        if any(b for _, b in outcomes):
+            raise CommunicatorsBroken(f"case {self.ran['total']} ({case.describe()}) broke "
+                                      f"the communicators:\n" + "\n".join(failures))
         if failures:
             raise AssertionError(f"{len(failures)} of {len(outcomes)} ranks failed "
                                  f"({case.describe()}):\n" + "\n".join(failures))
@@ -237,36 +266,35 @@ class Driver:
 def follow(control, comms: dict) -> None:
     """The other ranks: run whatever rank 0 sends until it says stop."""
     while True:
-        message = control.bcast(None, root=0)
-        if message is STOP:
+        case = control.bcast(None, root=0)
+        if case is STOP:
             return
-        case, rebuild = message
-        if rebuild:
-            comms = make_comms()
         control.gather(outcome_of(case, comms[case.transport]), root=0)
 
 
 def drive(control, comms: dict, args) -> int:
-    from hypothesis import HealthCheck, Phase, given, seed, settings
+    from hypothesis import HealthCheck, given, seed, settings
     ranks = control.size
-    driver = Driver(control, comms)
-    # a silent rank costs a timeout per case: report the first one found, unshrunk
-    phases = [Phase.generate] if args.plant == "silent" else list(Phase)
+    driver = Driver(control, comms, args.trace)
 
     @seed(args.seed)
     @settings(max_examples=args.examples, deadline=None, database=None, print_blob=True,
-              suppress_health_check=list(HealthCheck), phases=phases)
-    @given(case=case_strategy(ranks, args.max_count, "planted" if args.plant else None))
+              suppress_health_check=list(HealthCheck))
+    @given(case=case_strategy(ranks, args.max_count, args.transports,
+                              "planted" if args.plant else None, torch=not args.no_torch))
     def fuzz(case):
         driver(case)
 
     print(f"fuzz: {ranks} ranks, seed {args.seed} (replay: --seed {args.seed} or "
           f"RINGPS_FUZZ_SEED={args.seed}), {args.examples} examples, lengths up to "
-          f"{args.max_count}", flush=True)
+          f"{args.max_count}, transports {','.join(args.transports)}", flush=True)
     start = time.perf_counter()
     failed = False
     try:
         fuzz()
+    except CommunicatorsBroken as exc:
+        failed = True
+        print(f"fuzz: FAILED on {ranks} ranks (seed {args.seed}), stopped: {exc}", flush=True)
     except Exception as exc:
         failed = True
         notes = "\n".join(getattr(exc, "__notes__", []))     # hypothesis: the shrunk example
@@ -277,7 +305,7 @@ def drive(control, comms: dict, args) -> int:
     ran = driver.ran
     print(f"fuzz: {ran['total']} collectives on {ranks} ranks in {seconds:.1f} s "
           f"({', '.join(f'{c} {ran[c]}' for c in COLLECTIVES)}; "
-          f"shm {ran['shm']}, mpi {ran['mpi']}; {ran['checked']} checked against the "
+          f"shm {ran['shm']}, mpi {ran['mpi']}, mixed {ran['mixed']}; {ran['checked']} checked against the "
           f"reference, {ran['rejected']} rightly rejected)", flush=True)
     return 1 if failed else 0
 
@@ -292,10 +320,22 @@ def parse(argv: list[str]):
     p.add_argument("--max-count", type=int,
                    default=int(os.environ.get("RINGPS_FUZZ_MAX_COUNT", 5000)),
                    help="longest buffer drawn, in elements (default 5000)")
+    p.add_argument("--transports", type=lambda text: [t for t in text.split(",") if t],
+                   default=os.environ.get("RINGPS_FUZZ_TRANSPORTS", DEFAULT_TRANSPORTS),
+                   help=f"drawn from {','.join(TRANSPORTS)} (default RINGPS_FUZZ_TRANSPORTS, "
+                   f"else {DEFAULT_TRANSPORTS})")
+    p.add_argument("--no-torch", action="store_true",
+                   help="no bfloat16 and no torch tensors (the job starts without torch)")
+    p.add_argument("--trace", action="store_true",
+                   help="print each case before running it (to find one that crashes a rank)")
     p.add_argument("--plant", choices=("wrong", "silent"),
                    help="fuzz only a deliberately broken allreduce (tests/fuzz/planted.py), "
                    "to show that a bug is caught, shrunk and its rank named")
     args = p.parse_args(argv)
+    unknown = set(args.transports) - set(TRANSPORTS)
+    if unknown or not args.transports:
+        p.error(f"--transports: unknown {', '.join(sorted(unknown)) or 'none given'} "
+                f"(known: {', '.join(TRANSPORTS)})")
     if args.seed is None:
         args.seed = int(os.environ.get("RINGPS_FUZZ_SEED") or random.randrange(2 ** 32))
     return args
@@ -303,7 +343,8 @@ def parse(argv: list[str]):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
-    if any(dtype in TORCH_ONLY for dtype in C.DTYPE_NAMES):
+    faulthandler.enable()             # a crashing rank prints its Python stack
+    if not args.no_torch:
         import torch  # noqa: F401  (bfloat16 and torch buffers; imported once, up front)
     if args.plant:
         import planted
