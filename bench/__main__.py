@@ -1,5 +1,5 @@
-"""python -m bench <allreduce|reduce_scatter|allgather|broadcast|d2l|scaling|ddp|compression|suite>
-[options]
+"""python -m bench <allreduce|reduce_scatter|allgather|broadcast|d2l|scaling|ddp|compression|soak|
+ps-load|suite> [options]
 
 Runs under mpiexec/mpirun; started without it, `--np N` starts N local ranks. `model`,
 `calibrate` and `scaling --preset` are arithmetic and run without MPI."""
@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "compression":
             from . import compression
             compression.run(comm, args)
+        elif args.command == "soak":
+            from . import soak
+            return soak.run(comm, args)
         else:
             jobs.run(comm, args)
     except LayoutError as exc:          # raised on every rank alike (agreed): no abort needed
