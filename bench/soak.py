@@ -134,7 +134,8 @@ class Mix:
         algorithm, root = ("ring", "direct")[turn % 2], turn % self.size
         x = pattern(count, dtype) * (self.rank + 1)
         C.broadcast(x, root=root, algorithm=algorithm, comm=comm)
-        self.expect(f"broadcast {algorithm} root {root} {count}", x, pattern(count, dtype) * (root + 1))
+        self.expect(f"broadcast {algorithm} root {root} {count}", x,
+                    pattern(count, dtype) * (root + 1))
 
     def reduce(self, turn, count, dtype, comm):
         algorithm, root = ("ring", "direct")[turn % 2], (turn + 1) % self.size

@@ -6,8 +6,8 @@ transport at once slips through them. Here hypothesis draws the collective, the 
 the dtype, the op, the root, the length (0, 1, p-1, p, p+1, primes and random ones), the
 segment size, the buffer kind (numpy, torch, or memory from `collectives.empty`), the
 metadata check and the transport (shared memory, MPI point-to-point, or both: pretend nodes
-of two ranks, shared memory inside and MPI across) for hundreds of
-collectives per job, and each result is compared with a float64 (or exact) reference.
+of two ranks, shared memory inside and MPI across) for hundreds of collectives per job, and
+each result is compared with a float64 (or exact) reference.
 
 Every rank must call the same collectives in the same order, so only rank 0 runs
 hypothesis: it sends each drawn case to the other ranks on a control communicator of its
@@ -17,8 +17,8 @@ gathers what every rank saw. A wrong value or an exception on any rank fails the
 the rank named, and hypothesis shrinks it the same way, so the report is a minimal case.
 The hypothesis seed is printed first; `--seed` (or RINGPS_FUZZ_SEED) replays a run.
 
-    RINGPS_TRANSPORT=shm RINGPS_SHM_MIN_BYTES=0 mpiexec -n 3 python tests/fuzz/collectives_fuzz.py \
-        --examples 500 --seed 1234
+    RINGPS_SHM_MIN_BYTES=0 mpiexec -n 3 python tests/fuzz/collectives_fuzz.py --examples 500 \
+        --seed 1234            # shared-memory cases then use shared memory for every message
 
 A collective that never returns on some rank ends in PeerTimeout after RINGPS_TIMEOUT
 seconds there (tests/test_fuzz.py sets it low), which fails the case like a wrong value.
@@ -305,8 +305,8 @@ def drive(control, comms: dict, args) -> int:
     ran = driver.ran
     print(f"fuzz: {ran['total']} collectives on {ranks} ranks in {seconds:.1f} s "
           f"({', '.join(f'{c} {ran[c]}' for c in COLLECTIVES)}; "
-          f"shm {ran['shm']}, mpi {ran['mpi']}, mixed {ran['mixed']}; {ran['checked']} checked against the "
-          f"reference, {ran['rejected']} rightly rejected)", flush=True)
+          f"shm {ran['shm']}, mpi {ran['mpi']}, mixed {ran['mixed']}; {ran['checked']} checked "
+          f"against the reference, {ran['rejected']} rightly rejected)", flush=True)
     return 1 if failed else 0
 
 
