@@ -1,5 +1,5 @@
-"""python -m bench <allreduce|reduce_scatter|allgather|broadcast|d2l|scaling|ddp|compression|suite>
-[options]
+"""python -m bench <allreduce|reduce_scatter|allgather|broadcast|d2l|scaling|ddp|compression|soak|
+ps-load|suite> [options]
 
 Runs under mpiexec/mpirun; started without it, `--np N` starts N local ranks. `model`,
 `calibrate` and `scaling --preset` are arithmetic and run without MPI."""
@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: error: run under MPI, e.g. `mpiexec -n 4 python -m bench "
               f"{' '.join(argv)}`, or add --np 4 to start local ranks", file=sys.stderr)
         return 2
+    if args.command == "ps-load":       # ps.init starts the servers itself (ASP, accumulate)
+        return _ps_load(args)
     import collectives as C
     from . import jobs
     # With --servers, the server ranks serve inside init and leave when the workers are done;
@@ -44,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "compression":
             from . import compression
             compression.run(comm, args)
+        elif args.command == "soak":
+            from . import soak
+            return soak.run(comm, args)
         else:
             jobs.run(comm, args)
     except LayoutError as exc:          # raised on every rank alike (agreed): no abort needed
@@ -57,6 +62,21 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr, flush=True)
         comm.abort(1)
     return 0
+
+
+def _ps_load(args) -> int:
+    from . import ps_load
+    try:
+        return ps_load.main(args)
+    except Exception as exc:            # servers and other workers may be waiting: end the job
+        import traceback
+
+        from mpi4py import MPI
+        traceback.print_exc()
+        print(f"bench: error on rank {MPI.COMM_WORLD.rank}: {type(exc).__name__}: {exc}; "
+              f"aborting the job", file=sys.stderr, flush=True)
+        MPI.COMM_WORLD.Abort(1)
+    return 1
 
 
 if __name__ == "__main__":

@@ -66,6 +66,18 @@ def _common(p: argparse.ArgumentParser, **defaults) -> None:
                    "the last nodes (per-node)")
 
 
+def _standalone(p: argparse.ArgumentParser, default_np: int) -> None:
+    """The options of a job that is not a sweep (soak, ps-load)."""
+    p.add_argument("--np", type=int, default=None, help="not under mpiexec: start this many "
+                   "local ranks (default " + (f"{default_np})" if default_np else
+                                              "workers + servers)"))
+    p.set_defaults(default_np=default_np)
+    p.add_argument("--out", default="results", help="results folder root (default: results)")
+    p.add_argument("--json", action="store_true", help="JSON lines on stdout instead of a table")
+    p.add_argument("-q", "--quiet", action="store_true", help="no table, no progress bar")
+    p.add_argument("--ranks-per-node", type=int, help="pretend nodes of this many ranks")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="python -m bench", description="ringps benchmarks (run under mpiexec)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -121,6 +133,30 @@ def build_parser() -> Parser:
     p.add_argument("--json", action="store_true", help="one JSON object per codec on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no table")
     p.add_argument("--ranks-per-node", type=int, help="pretend nodes of this many ranks")
+    p = sub.add_parser("soak", help="10,000 mixed collectives (numpy and async torch): RSS per "
+                       "rank along the way, flat within 10%% after warm-up (bench/soak.py)")
+    p.add_argument("--calls", type=int, default=10_000, help="collectives per rank (default "
+                   "10000)")
+    p.add_argument("--every", type=int, default=1000, help="record RSS every this many calls")
+    p.add_argument("--warmup-calls", type=int, default=1000, help="RSS must stay flat from "
+                   "this call on (default 1000)")
+    p.add_argument("--tolerance", type=float, default=0.10, help="largest RSS change allowed "
+                   "after warm-up, as a fraction (default 0.10)")
+    p.add_argument("--no-torch", action="store_true", help="numpy collectives only")
+    p.add_argument("--leak-kib", type=int, default=0, help=argparse.SUPPRESS)  # planted leak
+    _standalone(p, default_np=2)
+    p = sub.add_parser("ps-load", help="workers push and pull against the parameter server "
+                       "for a while: lost updates (must be 0), latency, throughput "
+                       "(bench/ps_load.py)")
+    p.add_argument("--seconds", type=float, default=60.0, help="how long the workers push and "
+                   "pull (default 60)")
+    p.add_argument("--workers", type=int, help="worker ranks (default 8; under mpiexec: the "
+                   "ranks that are not servers)")
+    p.add_argument("--servers", type=int, default=2, help="server shards (default 2)")
+    p.add_argument("--keys", type=int, default=16, help="keys, in four sizes: 256 B, 4 KB, "
+                   "64 KB, 1 MB (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the workers' key choices")
+    _standalone(p, default_np=None)
     p = sub.add_parser("model", help="predicted sync time on a published or described machine "
                                      "(no MPI needed)")
     p.add_argument("--preset", default="d2l-4gpu-pcie", help="a topology preset (see "
@@ -173,6 +209,10 @@ def validate(args) -> None:
         raise UsageError(f"{args.command} --np {args.np}: {ONE_RANK}")
     if args.command == "compression":
         return validate_compression(args)
+    if args.command == "soak":
+        return validate_soak(args)
+    if args.command == "ps-load":
+        return validate_ps_load(args)
     if args.command == "model":
         return validate_model(args)
     if args.command == "scaling" and args.preset is not None:
@@ -326,6 +366,39 @@ def validate_scaling_model(args) -> None:
             parse(args.compression)
         except InputError as exc:
             raise UsageError(f"--compression: {str(exc).removeprefix('ringps: ')}") from None
+
+
+def _default_np(args) -> None:
+    if args.np is None and not under_mpi():
+        args.np = args.default_np
+    if args.np is not None and args.np < 1:
+        raise UsageError(f"--np must be >= 1, got {args.np}")
+
+
+def validate_soak(args) -> None:
+    for name in ("calls", "every", "warmup_calls"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not 0 < args.tolerance < 1:
+        raise UsageError(f"--tolerance is a fraction between 0 and 1, got {args.tolerance}")
+    _default_np(args)
+
+
+def validate_ps_load(args) -> None:
+    if args.seconds <= 0:
+        raise UsageError(f"--seconds must be > 0, got {args.seconds:g}")
+    for name in ("servers", "keys"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if under_mpi():
+        return
+    workers = 8 if args.workers is None else args.workers
+    if args.np is not None and args.np != workers + args.servers:
+        raise UsageError(f"--np {args.np} does not match --workers {workers} + --servers "
+                         f"{args.servers}: give --workers only")
+    args.np = workers + args.servers
 
 
 def validate_compression(args) -> None:
