@@ -66,25 +66,20 @@ def test_fuzz_turns_a_silent_rank_into_a_timeout_naming_it():
                             env={"RINGPS_TIMEOUT": "2"})
     assert rc is not None, f"{command}hung:\n{out[-6000:]}"
     assert rc != 0, f"{command}did not notice the silent rank:\n{out[-6000:]}"
-    assert re.search(r"rank 2: PeerTimeout: ringps: rank 2 timed out after 2 s waiting to "
-                     r"receive .* from rank 1", out), out[-6000:]
+    assert re.search(r"rank 2: PeerTimeout: ringps: rank 2 timed out after 2 s in allreduce "
+                     r"#\d+ \(planted, .*\), waiting to receive .* from rank 1.*; not heard "
+                     r"from: rank 1 ", out), out[-6000:]
 
 
-# Bugs the fuzzer found, kept as strict xfails: each turns into a failure (XPASS) once fixed,
-# so the marker is removed together with the bug (and mixed joins the fuzzer's defaults).
+# Bugs the fuzzer found, fixed: waiting on shared memory now drives MPI's progress
+# (shm.py), and a transport that gives up keeps every posted request's buffer (mpi.py).
 
-@pytest.mark.xfail(strict=True, reason="collectives/transport/shm.py: waiting on shared "
-                   "memory does not drive MPI's progress, so a ring over shm inside nodes and "
-                   "MPI across them deadlocks (tests/fuzz/repro_mixed_hang.py)")
 def test_ring_over_shared_memory_and_mpi_at_once_does_not_hang():
     rc, out = run(4, ["tests/fuzz/repro_mixed_hang.py"], timeout=120, env={"RINGPS_TIMEOUT": "3"})
     assert rc is not None, f"repro_mixed_hang.py hung past its own timeout:\n{out[-3000:]}"
     assert rc == 0 and all(f"rank {r}: ok" in out for r in range(4)), out[-3000:]
 
 
-@pytest.mark.xfail(strict=True, reason="collectives/transport/base.py _fail leaves receives "
-                   "posted into scratch that is freed when PeerTimeout unwinds; a late peer's "
-                   "messages then overwrite reused memory (tests/fuzz/repro_after_timeout.py)")
 def test_a_late_peer_cannot_overwrite_memory_after_a_timeout():
     rc, out = run(3, ["tests/fuzz/repro_after_timeout.py"], timeout=120,
                   env={"RINGPS_TIMEOUT": "2"})

@@ -146,6 +146,10 @@ class Transport:
         """Complete what has arrived without blocking; whether every request is done."""
         raise NotImplementedError
 
+    def progress(self) -> None:
+        """Move what is posted without waiting for anything (for a wrapping transport that
+        waits on its own transfers while ours are in flight)."""
+
     def wait(self, request: Request) -> None:
         self.waitall((request,))
 

@@ -37,11 +37,15 @@ class MPITransport(Transport):
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self.timeout = timeout
+        self.live: set = set()      # posted, not yet complete: they own their buffers
+        self.abandoned: list = []   # still posted when a wait gave up: kept for ever
 
     def isend(self, array, peer, tag=None):
         self._usable()
-        return Request(self.comm.Isend(_bytes(array), peer, wire_tag(tag)), "send", peer,
-                       array.nbytes)
+        request = Request(self.comm.Isend(_bytes(array), peer, wire_tag(tag)), "send", peer,
+                          array.nbytes)
+        self.live.add(request)
+        return request
 
     def irecv(self, array, peer, tag=None):
         """peer None: from whichever rank sends first (the Request's `source` says who)."""
@@ -50,7 +54,30 @@ class MPITransport(Transport):
         request = Request(self.comm.Irecv(_bytes(array), source, wire_tag(tag)), "receive",
                           -1 if peer is None else peer, array.nbytes)
         request.source = peer
+        self.live.add(request)
         return request
+
+    def progress(self) -> None:
+        """Let MPI move what is posted (a rank waiting on shared memory must still feed its
+        sends to other nodes, or a ring across nodes waits on itself)."""
+        self.comm.Iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG)
+
+    def _fail(self, message: str, missing=()):
+        """Give up on this communicator without giving its memory back: receives still
+        posted are cancelled, and every request still posted keeps its buffer for as long as
+        the process lives, so a late peer's bytes can never land in reused memory."""
+        self._abandon()
+        return super()._fail(message, missing)
+
+    def _abandon(self) -> None:
+        for request in self.live:
+            if request.kind != "send":
+                try:
+                    request.handle.Cancel()
+                except MPI.Exception:       # already complete or not cancellable
+                    pass
+        self.abandoned.extend(self.live)
+        self.live = set()
 
     def waitall(self, requests: Sequence[Request]) -> None:
         self._settle(requests, block=True)
@@ -75,6 +102,7 @@ class MPITransport(Transport):
             raise self._mpi_error(exc, pending) from None
         for i in anyone:
             pending[i].source = statuses[i].Get_source()
+        self.live.difference_update(pending)
         for r in pending:
             r.done = True
             if r.on_complete is not None:
@@ -99,8 +127,10 @@ class MPITransport(Transport):
         from ..errors import MismatchError
         peers = sorted({r.peer for r in pending if r.peer >= 0})
         text = exc.Get_error_string() if hasattr(exc, "Get_error_string") else str(exc)
-        truncated = exc.Get_error_class() == MPI.ERR_TRUNCATE
+        truncated = exc.Get_error_class() in (MPI.ERR_TRUNCATE, MPI.ERR_IN_STATUS) and \
+            "truncat" in text.lower()
         self.broken = f"MPI error in {self.activity}: {text}"
+        self._abandon()
         if truncated:
             return MismatchError(
                 f"ringps: rank {self.rank}: {self.activity}: a message from "
@@ -124,6 +154,8 @@ class MPITransport(Transport):
                             p, values.nbytes) for p in peers]
         sends = [Request(self.comm.Isend(values, p, CONTROL_TAG), "send metadata to", p,
                          values.nbytes) for p in peers]
+        self.live.update(receives)
+        self.live.update(sends)
         self.waitall(receives + sends)
         return table
 

@@ -693,8 +693,11 @@ class ShmTransport(Transport):
                 self.inner.waitall(others)
             return
         start = last = time.monotonic()
+        remote = len(self.peers) < self.size - 1     # peers on other nodes: keep MPI moving
         while True:
             moved = self._progress()
+            if remote:
+                self.inner.progress()
             if others and self.inner.test(others):
                 others, moved = [], True
             if not others and all(r.done for r in mine):

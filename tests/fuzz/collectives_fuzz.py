@@ -22,11 +22,10 @@ The hypothesis seed is printed first; `--seed` (or RINGPS_FUZZ_SEED) replays a r
 
 A collective that never returns on some rank ends in PeerTimeout after RINGPS_TIMEOUT
 seconds there (tests/test_fuzz.py sets it low), which fails the case like a wrong value.
-The run stops there, unshrunk: a timed-out communicator refuses further use, and a late
-peer's messages may still land in this process (tests/fuzz/repro_after_timeout.py).
+The run stops there, unshrunk: a timed-out communicator refuses further use.
 
-`--transports` adds `mixed` (pretend nodes of two ranks: shared memory inside, MPI across);
-it is off by default while tests/fuzz/repro_mixed_hang.py deadlocks.
+Transports: shm, mpi and `mixed` (pretend nodes of two ranks: shared memory inside, MPI
+across), all three by default (`--transports` picks).
 """
 from __future__ import annotations
 
@@ -53,10 +52,7 @@ from reference import (TORCH_ONLY, assert_close, expected, inputs, make_buffer, 
 COLLECTIVES = ("allreduce", "reduce_scatter", "allgather", "broadcast", "reduce")
 REDUCING = ("allreduce", "reduce_scatter", "reduce")
 TRANSPORTS = ("shm", "mpi", "mixed")    # mixed: pretend nodes of 2 ranks, shm inside, MPI across
-# mixed is not drawn by default yet: a rank waiting on shared memory does not drive MPI's
-# progress, so its own MPI sends to the next pretend node stall and the ring deadlocks
-# (tests/fuzz/repro_mixed_hang.py; tests/test_fuzz.py keeps it as a strict xfail).
-DEFAULT_TRANSPORTS = "shm,mpi"
+DEFAULT_TRANSPORTS = "shm,mpi,mixed"
 KINDS = ("numpy", "torch", "shared")
 PRIMES = (2, 3, 5, 7, 11, 13, 17, 31, 97, 101, 257, 1009, 4099, 10007, 65537, 100_003)
 SEGMENTS = (1, 3, 8, 64, 1000, 4096, 1 << 16)
