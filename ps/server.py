@@ -8,6 +8,16 @@ only; everything else carries on. That includes a header the wire cannot decode
 (wire.BadHeader): its payloads are drained and its worker answered if the header still
 names them and its request id, and otherwise the server says on stderr what it dropped.
 The loop ends when every worker has said goodbye.
+
+Never hang (the server's side of collectives/watchdog.py): while idle the loop watches what
+it holds back, a pull the policy defers, an allreduce part still missing contributors, or
+(every other worker gone) a worker that never says goodbye:
+
+    waited           what happens
+    timeout / 2      a stall warning naming the workers not heard from since the wait began
+    0.9 x timeout    those waits are answered with an error naming them (a little before
+                     the workers' own deadline, so that they learn why), then PSTimeout:
+                     the server says so in one line and ends the job
 """
 from __future__ import annotations
 
@@ -17,11 +27,14 @@ import traceback
 
 import numpy as np
 
-from collectives import compression, dtypes, ops
+from collectives import compression, dtypes, ops, watchdog
 
 from . import checkpoint, consistency, optim, protocol
 from .protocol import error
 from .wire import BadHeader, Wire
+
+GIVE_UP = 0.9           # x timeout: a held-back wait is answered with an error naming who
+                        # is missing, just before the workers' own deadline
 
 
 class BlockEntry:
@@ -98,6 +111,10 @@ class Server:
         self.gone: set[int] = set()
         self.sends: list = []
         self.served = 0
+        self.heard: dict[int, float] = {r: time.monotonic() for r in worker_ranks}
+        self.first_bye: float | None = None
+        self.warned_for: float | None = None      # the wait a stall warning was given for
+        self.watched = 0.0
 
     # -- the loop ---------------------------------------------------------------------------
     def serve(self) -> None:
@@ -113,6 +130,7 @@ class Server:
                 continue
             if arrived is None:
                 self._reap()
+                self._watch()
                 idler.idle()
                 continue
             idler.reset()
@@ -143,9 +161,11 @@ class Server:
 
     def handle(self, header: dict, source: int) -> None:
         kind = header["op"]
+        self.heard[source] = time.monotonic()
         payloads = [self.receive(source, n) for n in header.get("payload", ())]
         if kind == "bye":
             self.gone.add(source)
+            self.first_bye = self.first_bye or time.monotonic()
             return
         if source in self.gone:
             self.reply(source, header, error(f"worker (rank {source}) sent {kind} after "
@@ -271,17 +291,66 @@ class Server:
         if rows is not None:
             self._answer_or_wait(entry, header, source, rows)
 
-    def _answer_or_wait(self, entry, header, source, rows) -> None:
+    def _answer_or_wait(self, entry, header, source, rows, since=None) -> None:
         if entry.can_answer(self.worker_of[source]):
             value = entry.value if rows is None else entry.value[rows]
             self.reply(source, header, {"ok": True, "version": entry.version}, value.copy())
         else:
-            entry.waiting.append((header, source, rows))
+            entry.waiting.append((header, source, rows, since or time.monotonic()))
 
     def _retry(self, entry: BlockEntry) -> None:
         waiting, entry.waiting = entry.waiting, []
-        for header, source, rows in waiting:
-            self._answer_or_wait(entry, header, source, rows)
+        for header, source, rows, since in waiting:
+            self._answer_or_wait(entry, header, source, rows, since)
+
+    # -- never hang ---------------------------------------------------------------------------
+    def _waits(self):
+        """(since, what, [(dest, header)] to answer) of everything held back."""
+        for (key, block), entry in self.blocks.items():
+            for header, source, rows, since in entry.waiting:
+                yield (since, f"a {entry.policy.describe()} pull of key "
+                              f"{header.get('key_shown', key)} (block {block}) at version "
+                              f"{entry.version}", [(source, header)])
+        for part in self.partial.values():
+            yield (part["since"], f"an allreduce part ({len(part['from'])} of "
+                                  f"{part['header']['expected']} contributions)", part["from"])
+        if self.first_bye is not None:
+            yield (self.first_bye, f"the goodbyes of the last {self.workers - len(self.gone)} "
+                                   f"worker(s)", [])
+
+    def _silent(self, since: float) -> str:
+        ranks = sorted(r for r, t in self.heard.items() if t < since and r not in self.gone)
+        if not ranks:
+            return "no worker in particular"
+        return ", ".join(f"worker {self.worker_of[r]} (rank {r})" for r in ranks)
+
+    def _watch(self) -> None:
+        now = time.monotonic()
+        if now - self.watched < 0.25:
+            return
+        self.watched = now
+        oldest = min(self._waits(), key=lambda w: w[0], default=None)
+        if oldest is None:
+            return
+        since, what, holders = oldest
+        waited = now - since
+        who = f"server {self.index} (rank {self.rank})"
+        if waited > GIVE_UP * self.timeout:
+            reason = (f"{who}: {what} waited {waited:.1f} s; not heard from since: "
+                      f"{self._silent(since)} (dead, hung, or stopped calling the PS)")
+            for _, what_, holders_ in self._waits():
+                for dest, header in holders_:
+                    self.reply(dest, header, error(reason))
+            deadline = time.monotonic() + 1.0
+            while self.sends and time.monotonic() < deadline:
+                self._reap()
+            raise protocol.PSTimeout(f"ringps: {reason}")
+        if waited > self.timeout / 2 and self.warned_for != since:
+            self.warned_for = since
+            sys.stderr.write(f"ringps: {who}: {what} has waited {waited:.1f} s; not heard "
+                             f"from since: {self._silent(since)} (giving up in "
+                             f"{GIVE_UP * self.timeout - waited:.1f} s)\n")
+            sys.stderr.flush()
 
     # -- allreduce over the PS (ps/allreduce.py) --------------------------------------------
     def on_allreduce(self, header, source, data):
@@ -291,7 +360,8 @@ class Server:
         if part is None:
             if codec is not None:            # BytePS: decompress before summing
                 data = codec.decode(data, header["count"]).view(np.uint8)
-            part = self.partial[key] = {"header": header, "sum": data, "from": []}
+            part = self.partial[key] = {"header": header, "sum": data, "from": [],
+                                        "since": time.monotonic()}
         else:
             first = part["header"]
             if any(first.get(f) != header.get(f)
@@ -335,6 +405,11 @@ def run(wire: Wire, worker_ranks: list[int], index: int, restored=None,
     server = Server(wire, worker_ranks, index, restored, timeout)
     try:
         server.serve()
+    except protocol.PSTimeout as exc:
+        sys.stderr.write(f"{exc}; ending the job\n")
+        sys.stderr.flush()
+        time.sleep(watchdog.GRACE_SECONDS)     # the workers print why, then the job ends
+        wire.abort()
     except Exception:
         traceback.print_exc()
         sys.stderr.write(f"ringps: server {index} (rank {server.rank}) failed; ending the job\n")

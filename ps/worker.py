@@ -18,6 +18,7 @@ and the key; what can be checked here is checked before anything is sent.
 """
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -329,18 +330,19 @@ class KVStore:
         results = self._complete(handle)
         handle.done = True
         self._pending.pop(handle, None)
-        problems = []
+        problems: dict[tuple, list] = {}        # (server, error) -> blocks
         for index, server, block, name in handle.replies:
             answer = results[index]
             if not answer["ok"]:
-                problems.append(f"server {server} (rank {self.server_ranks[server]}), block "
-                                f"{block}: {answer['error']}")
+                problems.setdefault((server, answer["error"]), []).append(str(block))
             elif "version" in answer and name is not None:
                 handle.versions[name] = min(answer["version"],
                                             handle.versions.get(name, answer["version"]))
         if problems:
-            raise PSError(f"ringps: worker {self.rank}: {handle.what} failed: "
-                          + "; ".join(problems))
+            raise PSError(f"ringps: worker {self.rank}: {handle.what} failed: " + "; ".join(
+                f"server {server} (rank {self.server_ranks[server]}), "
+                f"block{'s' * (len(blocks) > 1)} {', '.join(blocks)}: {text}"
+                for (server, text), blocks in problems.items()))
         for step in handle.after:
             step()
         return handle.result
@@ -354,18 +356,36 @@ class KVStore:
         if not requests:
             return []
         idler = protocol.Idler()
-        deadline = time.monotonic() + self.timeout
+        start = time.monotonic()
+        warned = False
         while True:
             done, results = self.wire.results(requests)
             if done:
                 return results
-            if time.monotonic() > deadline:
-                waiting = sorted({s for _, s, _, _ in handle.replies})
-                raise protocol.PSTimeout(
-                    f"ringps: worker {self.rank} timed out after {self.timeout:g} s on "
-                    f"{handle.what}, waiting for server(s) {waiting}: a server is dead or "
-                    f"hung, or (BSP/SSP) another worker never pushed")
+            waited = time.monotonic() - start
+            if waited > self.timeout or (waited > self.timeout / 2 and not warned):
+                silent = self._silent_servers(handle)
+                if waited > self.timeout:
+                    raise protocol.PSTimeout(
+                        f"ringps: worker {self.rank} timed out after {self.timeout:g} s on "
+                        f"{handle.what}; not heard from: {silent} (dead or hung; a server "
+                        f"holding a BSP/SSP pull for a missing worker answers before this "
+                        f"deadline, naming it)")
+                warned = True
+                sys.stderr.write(f"ringps: worker {self.rank}: {handle.what} has waited "
+                                 f"{waited:.1f} s; no reply yet from: {silent} (timeout in "
+                                 f"{self.timeout - waited:.1f} s; a server holding the request "
+                                 f"for other workers names them)\n")
+                sys.stderr.flush()
             idler.idle()
+
+    def _silent_servers(self, handle: Handle) -> str:
+        """The servers whose replies to `handle` have not come (exactly those)."""
+        requests = handle.requests
+        silent = sorted({server for index, server, _, _ in handle.replies
+                         if not self.wire.done([requests[index]])})
+        return ", ".join(f"server {s} (rank {self.server_ranks[s]})" for s in silent) \
+            or "no server in particular"
 
     # -- the wire -----------------------------------------------------------------------------
     def _header(self, op: str, info: KeyInfo, block) -> dict:

@@ -175,3 +175,44 @@ def test_frozen_rank_under_ddp_ends_the_job_after_ringps_timeout():
                      rf"#\d+ \(\w+, \d+ float32\), waiting to exchange metadata with rank 1; "
                      rf"not heard from: rank 1", out), out
     no_leftovers_of(TORCH_SCENARIO)
+
+
+PS_SCENARIO = "tests/scenarios/ps_stuck.py"
+
+
+def ps_job(*args):
+    started = time.monotonic()
+    rc, out = run(5, [PS_SCENARIO, *args], timeout=90, env={"RINGPS_TIMEOUT": str(TIMEOUT)})
+    return rc, out, time.monotonic() - started
+
+
+@pytest.mark.parametrize("consistency", ["bsp", "asp"])
+def test_frozen_ps_worker_is_named_by_the_servers_and_the_job_ends(consistency):
+    """BSP: the servers hold the others' pulls for worker 2's push; ASP: the others finish
+    and the servers wait for worker 2's goodbye. Either way they name it and end the job."""
+    rc, out, took = ps_job("freeze-worker", consistency)
+    assert rc not in (None, 0) and took < TIMEOUT + MARGIN, (rc, took, out)
+    for server, rank in ((0, 3), (1, 4)):
+        assert re.search(rf"ringps: server {server} \(rank {rank}\): .* waited \d+\.\d s; not "
+                         rf"heard from since: worker 2 \(rank 2\) \(dead, hung, or stopped "
+                         rf"calling the PS\); ending the job", out), out
+    if consistency == "bsp":        # the held pulls are answered with the reason
+        assert re.search(r"ringps: rank [01]: PSError: worker [01]: pull of key 'w' failed: "
+                         r".*not heard from since: worker 2 \(rank 2\)", out), out
+    else:
+        assert "worker 0: FINISHED" in out and "worker 1: FINISHED" in out, out
+    no_leftovers_of(PS_SCENARIO)
+
+
+def test_frozen_ps_server_is_named_exactly_by_the_workers():
+    rc, out, took = ps_job("freeze-server", "bsp")
+    assert rc not in (None, 0) and took < TIMEOUT + MARGIN, (rc, took, out)
+    # two servers; only server 1 (world rank 4) went quiet: it alone is named, by every
+    # worker that reached its deadline before the first one ended the job
+    lines = [line for line in out.splitlines() if "PSTimeout: worker" in line]
+    assert lines, out
+    for line in lines:
+        assert re.search(rf"ringps: rank (\d): PSTimeout: worker  timed out after {TIMEOUT} s "
+                         rf"on pull of key 'w'; not heard from: server 1 \(rank 4\) \(", line), out
+    assert "server 0 (rank 3)" not in out, out
+    no_leftovers_of(PS_SCENARIO)
