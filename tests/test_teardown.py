@@ -212,7 +212,8 @@ def test_frozen_ps_server_is_named_exactly_by_the_workers():
     lines = [line for line in out.splitlines() if "PSTimeout: worker" in line]
     assert lines, out
     for line in lines:
-        assert re.search(rf"ringps: rank (\d): PSTimeout: worker  timed out after {TIMEOUT} s "
-                         rf"on pull of key 'w'; not heard from: server 1 \(rank 4\) \(", line), out
+        assert re.search(rf"ringps: rank (\d): PSTimeout: worker \1 timed out after {TIMEOUT} s "
+                         rf"on (pull|push) of key 'w'; not heard from: server 1 \(rank 4\) \(",
+                         line), out
     assert "server 0 (rank 3)" not in out, out
     no_leftovers_of(PS_SCENARIO)
