@@ -12,7 +12,8 @@ from mpirun import run
 SUITE_TIMEOUT = 1200
 COLLECTIVE_TESTS = ["tests/mpi/test_allreduce.py", "tests/mpi/test_primitives.py",
                     "tests/mpi/test_schedules.py", "tests/mpi/test_errors.py",
-                    "tests/mpi/test_comm.py", "tests/mpi/test_shm.py"]
+                    "tests/mpi/test_comm.py", "tests/mpi/test_shm.py",
+                    "tests/mpi/test_bad_arguments.py"]
 
 
 @pytest.mark.parametrize("transport", ["shm", "mpi"])

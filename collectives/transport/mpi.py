@@ -92,14 +92,14 @@ class MPITransport(Transport):
             return True
         handles = [r.handle for r in pending]
         anyone = [i for i, r in enumerate(pending) if r.kind == "receive" and r.source is None]
-        statuses = [MPI.Status() for _ in handles] if anyone else None
+        statuses = self._statuses(len(handles))     # sources, and errors (ERR_IN_STATUS)
         try:
             if not MPI.Request.Testall(handles, statuses):
                 if not block:
                     return False
                 self._poll(handles, pending, statuses)
         except MPI.Exception as exc:
-            raise self._mpi_error(exc, pending) from None
+            raise self._mpi_error(exc, pending, statuses) from None
         for i in anyone:
             pending[i].source = statuses[i].Get_source()
         self.live.difference_update(pending)
@@ -108,6 +108,12 @@ class MPITransport(Transport):
             if r.on_complete is not None:
                 r.on_complete()
         return True
+
+    def _statuses(self, count: int) -> list:
+        pool = self.__dict__.setdefault("_status_pool", [])
+        while len(pool) < count:
+            pool.append(MPI.Status())
+        return pool[:count]
 
     def _poll(self, handles, pending, statuses=None) -> None:
         start = time.monotonic()
@@ -120,15 +126,18 @@ class MPITransport(Transport):
             self._overdue(start, now, lambda: [r for r, h in zip(pending, handles)
                                                if not h.Test()])
 
-    def _mpi_error(self, exc, pending) -> Exception:
+    def _mpi_error(self, exc, pending, statuses) -> Exception:
         """mpi4py's bare 'See the MPI_ERROR field' as a ringps error naming the ranks: a
         message that did not fit is a mismatched call (what the metadata check catches
         when it is on)."""
         from ..errors import MismatchError
-        peers = sorted({r.peer for r in pending if r.peer >= 0})
-        text = exc.Get_error_string() if hasattr(exc, "Get_error_string") else str(exc)
-        truncated = exc.Get_error_class() in (MPI.ERR_TRUNCATE, MPI.ERR_IN_STATUS) and \
-            "truncat" in text.lower()
+        failed = [(r, MPI.Get_error_class(st.Get_error())) for r, st in zip(pending, statuses)
+                  if st.Get_error() not in (MPI.SUCCESS, MPI.ERR_PENDING)]
+        peers = sorted({r.peer for r, _ in failed if r.peer >= 0}) or \
+            sorted({r.peer for r in pending if r.peer >= 0})
+        truncated = any(code == MPI.ERR_TRUNCATE for _, code in failed) or \
+            exc.Get_error_class() == MPI.ERR_TRUNCATE
+        text = MPI.Get_error_string(failed[0][1]) if failed else exc.Get_error_string()
         self.broken = f"MPI error in {self.activity}: {text}"
         self._abandon()
         if truncated:

@@ -599,9 +599,13 @@ class ShmTransport(Transport):
             kind, segment_id, token, offset, piece, total, at = FIELDS.unpack_from(
                 raw, 8 * (word + KIND))
             if total != receive.nbytes or at != receive.at:
-                raise self._fail(f"ringps: rank {self.rank}: rank {peer} sent {total} bytes "
-                                 f"where {receive.nbytes} were expected (ranks disagree on the "
-                                 f"buffer)")
+                from ..errors import MismatchError
+                self._fail(f"ringps: rank {self.rank}: {self.activity}: rank {peer} sent "
+                           f"{total} bytes where {receive.nbytes} were expected", [peer])
+                raise MismatchError(f"ringps: rank {self.rank}: {self.activity}: rank {peer} "
+                                    f"sent {total} bytes where {receive.nbytes} were expected: "
+                                    f"the ranks called with different lengths or collectives "
+                                    f"(check=False skips the metadata check that names them)")
             if piece and kind == CMA:
                 self._read_private(peer, offset, receive, at, piece)
             elif piece:
