@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
+
 from . import d2l, environment, membw, plots, report, results, tables
 from .baselines import GlooBaseline, MPIBaseline, Unavailable
 from .cli import algorithms
@@ -263,7 +265,9 @@ def gpu_section(comm, args, out: Output, sweeps: list[dict]) -> dict:
     from . import gpu
     ceiling = gpu.ceilings()
     kernels = gpu.kernel_rows(args.kernel_size, ceiling["copy_GBps"]) if out.root else []
-    gpus = len(set(comm.mpi.allgather(_device_id())))
+    ids = np.empty(comm.size, dtype=np.int64)          # buffers, not pickled objects
+    comm.mpi.Allgather(np.array([_device_id()], dtype=np.int64), ids)
+    gpus = len(set(ids.tolist()))
     fractions = []
     for section in sweeps:
         for row in section["rows"]:

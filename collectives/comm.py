@@ -18,8 +18,10 @@ Sub-communicators are Communicators too, so every algorithm runs on any of them.
 """
 from __future__ import annotations
 
+import json
 import os
 
+import numpy as np
 from mpi4py import MPI
 
 from . import watchdog
@@ -33,6 +35,18 @@ DEFAULT_TIMEOUT = 300.0
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name)
     return int(value) if value not in (None, "") else None
+
+
+def _allgather_json(mpi_comm, value) -> list:
+    """Every rank's `value` (lists, strings, numbers), as JSON bytes: nothing another process
+    sends is ever unpickled."""
+    mine = np.frombuffer(json.dumps(value).encode(), dtype=np.uint8)
+    sizes = np.empty(mpi_comm.Get_size(), dtype=np.int64)
+    mpi_comm.Allgather(np.array([mine.size], dtype=np.int64), sizes)
+    table = np.empty(int(sizes.sum()), dtype=np.uint8)
+    mpi_comm.Allgatherv(mine, [table, sizes.tolist()])
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    return [json.loads(table[a:b].tobytes()) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def assign_servers(node_of_rank: list[int], servers: int, placement: str) -> list[int]:
@@ -118,7 +132,8 @@ class Communicator:
             layout, problem = None, str(exc)
             if ring_size != self.size:
                 problem += f" (a layout numbers the {ring_size} workers; servers are not in it)"
-        seen = self.mpi.allgather(((layout.orders, layout.weights) if layout else None, problem))
+        seen = _allgather_json(self.mpi, [[layout.orders, layout.weights] if layout else None,
+                                          problem])
         problems = [p for _, p in seen]
         seen = [o for o, _ in seen]
         bad = {p: [r for r, q in enumerate(problems) if q == p] for p in problems if p}
@@ -139,9 +154,12 @@ class Communicator:
                 raise ValueError(f"ringps: ranks_per_node must be >= 1, got {ranks_per_node}")
             return [r // ranks_per_node for r in range(self.size)]
         shared = self.mpi.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
-        lowest = shared.allreduce(self.rank, op=MPI.MIN)
+        lowest = np.array([self.rank], dtype=np.int64)
+        shared.Allreduce(MPI.IN_PLACE, lowest, op=MPI.MIN)
         shared.Free()
-        return self.mpi.allgather(lowest)
+        every = np.empty(self.size, dtype=np.int64)
+        self.mpi.Allgather(lowest, every)
+        return every.tolist()
 
     def _split(self, color: int | None, members: list[int],
                rings: str | None = "rank-order") -> "Communicator | None":
