@@ -48,3 +48,21 @@ def entry_from_other(mine: Path, other: Path, s: int, file: str) -> None:
     m, theirs = manifest(mine), manifest(other)
     m["shards"][s] = {**theirs["shards"][s], "file": file}
     save_manifest(mine, m)
+
+
+# -- tampers that point a shard entry outside the checkpoint folder ---------------------------
+def dotdot_path(mine: Path, other: Path) -> None:
+    entry_from_other(mine, other, 0, f"../other/{shard_file(other, 0).name}")
+
+
+def absolute_path(mine: Path, other: Path) -> None:
+    entry_from_other(mine, other, 0, str(shard_file(other, 0)))
+
+
+def symlink_to_another_checkpoint(mine: Path, other: Path) -> None:
+    name = shard_file(mine, 0).name
+    (mine / name).unlink()
+    (mine / name).symlink_to(shard_file(other, 0))
+    m = manifest(mine)
+    m["shards"][0] = {**manifest(other)["shards"][0], "file": name}
+    save_manifest(mine, m)

@@ -16,7 +16,8 @@ import pytest
 from ps import checkpoint
 from ps.checkpoint import CheckpointError
 from ps.server import BlockEntry
-from checkpoint_tampers import (entry_from_other, manifest, rewrite_shard, save_manifest,
+from checkpoint_tampers import (absolute_path, dotdot_path, entry_from_other, manifest,
+                                rewrite_shard, save_manifest, symlink_to_another_checkpoint,
                                 shard_file)
 
 WORKERS = 2
@@ -70,23 +71,6 @@ def block_position(index: list, key: str, block: int) -> int:
 
 
 # -- the tampers ------------------------------------------------------------------------------
-def dotdot_path(mine, other):
-    entry_from_other(mine, other, 0, f"../other/{manifest(other)['shards'][0]['file']}")
-
-
-def absolute_path(mine, other):
-    entry_from_other(mine, other, 0, str(shard_file(other, 0)))
-
-
-def symlink_to_another_checkpoint(mine, other):
-    name = shard_file(mine, 0).name
-    (mine / name).unlink()
-    os.symlink(shard_file(other, 0), mine / name)
-    m = manifest(mine)
-    m["shards"][0] = {**manifest(other)["shards"][0], "file": name}
-    save_manifest(mine, m)
-
-
 def shard_entry_removed(mine, other):
     m = manifest(mine)
     del m["shards"][1]

@@ -25,23 +25,14 @@ import ps
 from ps import wire as ps_wire
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from checkpoint_tampers import (entry_from_other, manifest, rewrite_shard,  # noqa: E402
+from checkpoint_tampers import (absolute_path, dotdot_path, entry_from_other, manifest,
+                                rewrite_shard, symlink_to_another_checkpoint,  # noqa: E402
                                 save_manifest, shard_file)
 
 WORLD = MPI.COMM_WORLD
 pytestmark = pytest.mark.skipif(WORLD.size < 2, reason="a PS needs a server and a worker")
-SERVERS = 1 if WORLD.size <= 3 else 2
+from test_ps import SERVERS, run_ps  # noqa: E402  (a PS of SERVERS shards around body)
 TEXT_BYTES = 4096
-
-
-def run_ps(body, **options):
-    kv = ps.init(servers=SERVERS, exit_server=False, timeout=120, **options)
-    if kv is None:
-        return None
-    try:
-        return body(kv)
-    finally:
-        kv.shutdown()
 
 
 def shared_tmpdir() -> Path:
@@ -94,23 +85,6 @@ def checkpoints():
 
 def last(folder: Path) -> int:
     return len(manifest(folder)["shards"]) - 1
-
-
-def dotdot_path(mine, other):
-    entry_from_other(mine, other, 0, f"../other/{shard_file(other, 0).name}")
-
-
-def absolute_path(mine, other):
-    entry_from_other(mine, other, 0, str(shard_file(other, 0)))
-
-
-def symlink_to_another_checkpoint(mine, other):
-    name = shard_file(mine, 0).name
-    (mine / name).unlink()
-    (mine / name).symlink_to(shard_file(other, 0))
-    m = manifest(mine)
-    m["shards"][0] = {**manifest(other)["shards"][0], "file": name}
-    save_manifest(mine, m)
 
 
 def shard_entry_removed(mine, other):
