@@ -17,8 +17,10 @@ Horovod's stall inspector, `python -m mpi4py`).
 `RINGPS_ON_TIMEOUT=abort` (the default) does all of this; `raise` keeps the raise-only
 behaviour for callers that recover themselves (no teardown, no exit guard; warnings stay).
 The job ends through MPI_Abort under an MPI launcher (it kills every rank, frozen ones too)
-and through `os._exit` under torchrun, after leaving the reason in the group's store (the
-others' waits see it within a second and stop too; the agent stops whoever is left). After a
+and through `os._exit` under torchrun, after leaving the reason in the group's store (a
+waiting peer sees it when its wait fails and says so; the agent stops whoever is left) and
+SIGKILLing any rank on this host that is stopped (SIGSTOP would make it sit out the
+agent's 30 s SIGTERM grace). After a
 timeout the ending rank first waits GRACE_SECONDS, so that the peers waiting for the same
 rank print their own line before the job goes.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -38,7 +41,7 @@ log = logging.getLogger("ringps")
 
 ABORT_KEY = "ringps/abort"         # the store-based abort (torchrun): who ended the job, why
 
-_state = {"installed": False, "failures": [], "stores": []}
+_state = {"installed": False, "failures": [], "stores": [], "peer_pids": set()}
 
 
 def mode() -> str:
@@ -162,6 +165,20 @@ def abort_reason(store) -> str:
     return ""
 
 
+def node_peers(pids) -> None:
+    """Process ids of this job's ranks on this host (the shared-memory transport knows
+    them), so that without MPI a frozen one can still be ended."""
+    _state["peer_pids"].update(int(pid) for pid in pids if int(pid) != os.getpid())
+
+
+def _stopped(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "T"
+    except (OSError, IndexError):
+        return False
+
+
 def end_now(reason: str) -> None:
     mpi = _mpi()
     if mpi is not None:
@@ -171,4 +188,10 @@ def end_now(reason: str) -> None:
             store.set(ABORT_KEY, f"rank {_world_rank()} ended the job: {reason}")
         except Exception:           # noqa: BLE001 - best effort on the way out
             pass
+    for pid in _state["peer_pids"]:  # a stopped peer would ignore the agent's SIGTERM for
+        if _stopped(pid):            # its 30 s grace: end it now, as MPI_Abort would
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
     os._exit(1)

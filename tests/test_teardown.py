@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -217,3 +218,31 @@ def test_frozen_ps_server_is_named_exactly_by_the_workers():
                          line), out
     assert "server 0 (rank 3)" not in out, out
     no_leftovers_of(PS_SCENARIO)
+
+
+def test_frozen_rank_under_torchrun_is_ended_with_the_job():
+    """No MPI_Abort under torchrun: the rank that gives up leaves its reason in the store and
+    SIGKILLs the stopped peer on its host, rather than leaving it to torchrun's 30 s
+    SIGTERM grace (a stopped process ignores SIGTERM)."""
+    from test_torchrun import TORCHRUN
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+           "RINGPS_TIMEOUT": str(TIMEOUT)}
+    for name in ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS"):
+        env.pop(name, None)
+    proc = subprocess.Popen(TORCHRUN + [TORCH_SCENARIO, "freeze"], env=env, text=True,
+                            cwd=Path(__file__).resolve().parent.parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ending = None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if ending is None and "; ending the job" in line:
+            ending = time.monotonic()
+    proc.wait(timeout=120)
+    out = "".join(lines)
+    assert proc.returncode != 0 and ending is not None, out
+    took = time.monotonic() - ending
+    print(f"torchrun job ended {took:.1f} s after the teardown line")
+    assert took < 15, f"the job lasted {took:.1f} s after rank 0 ended it:\n{out}"
+    assert "not heard from: rank 1" in out, out
+    no_leftovers_of(TORCH_SCENARIO)

@@ -89,6 +89,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .. import watchdog
 from .base import Request, Transport
 
 LINE = 64                           # bytes: one cache line, one flag
@@ -312,6 +313,7 @@ class ShmTransport(Transport):
         self.receiving: dict[int, deque] = {p: deque() for p in peers}
         self.refs: list[_Send] = []                  # REF sends waiting for their reader
         self.pids = pids                             # node peer -> its process id
+        watchdog.node_peers(pids.values())
         self.min_bytes = int(os.environ.get("RINGPS_SHM_MIN_BYTES", DEFAULT_MIN_BYTES))
         self.cma = cma                               # may read peers' private memory
         self.cma_scratch = np.empty(CMA_PIECE, np.uint8) if cma else None
