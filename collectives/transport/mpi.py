@@ -22,7 +22,7 @@ import numpy as np
 from mpi4py import MPI
 
 from .. import watchdog
-from .base import CONTROL_TAG, Request, Transport, wire_tag
+from .base import Request, Transport, wire_tag
 
 SPIN_SECONDS = 50e-6
 
@@ -149,30 +149,7 @@ class MPITransport(Transport):
         return RuntimeError(f"ringps: rank {self.rank}: {self.activity}: MPI failed while "
                             f"talking to {watchdog.ranks(peers)}: {text}")
 
-    def exchange(self, values: np.ndarray) -> np.ndarray:
-        """Point to point on the control tag (not MPI_Allgather): a wait that runs long names
-        exactly the ranks whose rows have not come."""
-        self._usable()
-        values = np.ascontiguousarray(values, dtype=np.int64).reshape(-1)
-        table = np.empty((self.size, values.size), dtype=np.int64)
-        table[self.rank] = values
-        if self.size == 1:
-            return table
-        peers = [p for p in range(self.size) if p != self.rank]
-        receives = [Request(self.comm.Irecv(table[p], p, CONTROL_TAG), "exchange metadata with",
-                            p, values.nbytes) for p in peers]
-        sends = [Request(self.comm.Isend(values, p, CONTROL_TAG), "send metadata to", p,
-                         values.nbytes) for p in peers]
-        self.live.update(receives)
-        self.live.update(sends)
-        self.waitall(receives + sends)
-        return table
-
     def describe(self) -> dict:
         """Which MPI library moves the bytes (for benchmark records)."""
         return {"mpi_library": MPI.Get_library_version().strip().splitlines()[0],
                 "mpi_standard": "%d.%d" % MPI.Get_version()}
-
-    def barrier(self) -> None:
-        """An exchange of nothing: a wait names the ranks not arrived (MPI_Ibarrier cannot)."""
-        self.exchange(np.zeros(1, dtype=np.int64))
