@@ -29,7 +29,7 @@ from .rings import LayoutError, RingLayout
 from .transport import chosen, select
 from .transport.mpi import MPITransport
 
-DEFAULT_TIMEOUT = 300.0
+DEFAULT_TIMEOUT = watchdog.DEFAULT_TIMEOUT
 
 
 def _env_int(name: str) -> int | None:
@@ -80,7 +80,7 @@ class Communicator:
         self.rank = self.mpi.Get_rank()
         self.size = self.mpi.Get_size()
         if timeout is None:
-            timeout = float(os.environ.get("RINGPS_TIMEOUT", DEFAULT_TIMEOUT))
+            timeout = watchdog.default_timeout()
         self.timeout = timeout
         self.transport_choice = chosen(transport)
         self.transport = MPITransport(self.mpi, timeout)
@@ -208,8 +208,9 @@ class Communicator:
             self.transport.close()
 
     def abort(self, code: int = 1) -> None:
-        """End the whole job (every rank), as a failed rank must when peers may be waiting."""
-        self.mpi.Abort(code)
+        """End the whole job (every rank), as a failed rank must when peers may be waiting
+        (watchdog.end_now: MPI_Abort, leaving no shared-memory file behind)."""
+        watchdog.end_now(f"rank {self.rank} called abort", code)
 
     def __repr__(self) -> str:
         return (f"Communicator(rank={self.rank}, size={self.size}, node={self.node_index}/"

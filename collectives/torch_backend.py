@@ -701,12 +701,10 @@ def _group_timeout(timeout, fallback: float | None = None) -> float:
     gave one, else the job's (`fallback`: the world Communicator's, from RINGPS_TIMEOUT or
     init(timeout=); 300 s by default), the one deadline of every ringps wait. torch passes
     its own default (30 min) when the caller gave none; that value counts as none."""
-    from .comm import DEFAULT_TIMEOUT
     given = timeout.total_seconds() if isinstance(timeout, timedelta) else None
     torch_default = getattr(dist.constants, "default_pg_timeout", None)
     if given is None or (torch_default is not None and timeout == torch_default):
-        return fallback if fallback is not None else \
-            float(os.environ.get("RINGPS_TIMEOUT", DEFAULT_TIMEOUT))
+        return fallback if fallback is not None else watchdog.default_timeout()
     return given
 
 

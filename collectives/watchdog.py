@@ -34,6 +34,7 @@ import sys
 import threading
 import time
 
+DEFAULT_TIMEOUT = 300.0    # seconds: RINGPS_TIMEOUT when unset, the one deadline of every wait
 MODES = ("abort", "raise")
 GRACE_SECONDS = 2.0     # after a timeout, before ending the job: the peers that waited for
                         # the same rank reach their own deadline and print their own line
@@ -42,6 +43,11 @@ log = logging.getLogger("ringps")
 ABORT_KEY = "ringps/abort"         # the store-based abort (torchrun): who ended the job, why
 
 _state = {"installed": False, "failures": [], "stores": [], "peer_pids": set()}
+
+
+def default_timeout() -> float:
+    """RINGPS_TIMEOUT, else DEFAULT_TIMEOUT (read here: no MPI needed, torchrun has none)."""
+    return float(os.environ.get("RINGPS_TIMEOUT", DEFAULT_TIMEOUT))
 
 
 def mode() -> str:
@@ -179,10 +185,30 @@ def _stopped(pid: int) -> bool:
         return False
 
 
-def end_now(reason: str) -> None:
+def _unlink_mapped_shm() -> None:
+    """The MPI library's shared-memory files of this node (MPICH: /dev/shm/mpich_shm_*) are
+    unlinked by MPI_Finalize, never by MPI_Abort, whose killed ranks would leave them behind
+    for ever: unlink the ones this process maps (the job's; ringps's own segments are
+    memfds, with no name to leave). The mappings stay valid until the processes go."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split(None, 5)[5].strip() for line in f if " /dev/shm/" in line}
+    except OSError:
+        return
+    for path in paths:
+        if path.startswith("/dev/shm/") and not path.endswith("(deleted)"):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+def end_now(reason: str, code: int = 1) -> None:
+    """End every rank of the job now (after `reason` has been printed)."""
     mpi = _mpi()
     if mpi is not None:
-        mpi.COMM_WORLD.Abort(1)     # kills every rank, frozen ones too
+        _unlink_mapped_shm()
+        mpi.COMM_WORLD.Abort(code)  # kills every rank, frozen ones too
     for store in _state["stores"]:  # torchrun: tell the others, then go; the agent
         try:                        # stops whoever is left
             store.set(ABORT_KEY, f"rank {_world_rank()} ended the job: {reason}")
@@ -194,4 +220,4 @@ def end_now(reason: str) -> None:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-    os._exit(1)
+    os._exit(code)

@@ -409,10 +409,10 @@ def run(wire: Wire, worker_ranks: list[int], index: int, restored=None,
         sys.stderr.write(f"{exc}; ending the job\n")
         sys.stderr.flush()
         time.sleep(watchdog.GRACE_SECONDS)     # the workers print why, then the job ends
-        wire.abort()
-    except Exception:
+        watchdog.end_now(str(exc))
+    except Exception as exc:
         traceback.print_exc()
         sys.stderr.write(f"ringps: server {index} (rank {server.rank}) failed; ending the job\n")
         sys.stderr.flush()
-        wire.abort()
+        watchdog.end_now(f"server {index} failed: {exc!r}")
     return server

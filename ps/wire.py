@@ -321,6 +321,3 @@ class Wire:
             data = _raw(payload)
             sends.append((self.comm.Isend(data, dest, data_tag), data))
         return sends
-
-    def abort(self) -> None:
-        self.comm.Abort(1)

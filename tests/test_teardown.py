@@ -18,6 +18,41 @@ MARGIN = 12                 # start-up of 4 ranks on a small machine, plus the a
 SCENARIO = "tests/scenarios/stuck_rank.py"
 
 
+def _shm_files() -> set:
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
+@pytest.fixture(autouse=True)
+def no_new_shm_files(request):
+    """Nothing in /dev/shm outlives a job ringps ended (MPI_Abort leaves MPICH's segment
+    files unless they are unlinked first). A job the test itself had to kill leaves MPICH's
+    files; that test removes them (`killed_by_the_test`)."""
+    before = _shm_files()
+    yield
+    if "killed_by_the_test" in request.keywords:
+        for name in _shm_files() - before:
+            if name.startswith("mpich_shm_"):
+                os.unlink(os.path.join("/dev/shm", name))
+    deadline = time.monotonic() + 5
+    while (new := _orphans(_shm_files() - before)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not new, f"left in /dev/shm: {sorted(new)}"
+
+
+def _orphans(names: set) -> set:
+    """Those of `names` no live process maps: left behind, not another job's working files."""
+    if not names:
+        return names
+    mapped = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            mapped.update(line.rsplit("/dev/shm/", 1)[1].split()[0]
+                          for line in maps.read_text().splitlines() if "/dev/shm/" in line)
+        except (OSError, IndexError):
+            continue
+    return {n for n in names if n not in mapped and (Path("/dev/shm") / n).exists()}
+
+
 def job(*args, env=None, timeout=90):
     started = time.monotonic()
     rc, out = run(RANKS, [SCENARIO, *args], timeout=timeout,
@@ -114,6 +149,7 @@ def test_caught_timeout_still_ends_the_job_at_exit():
     no_leftovers()
 
 
+@pytest.mark.killed_by_the_test
 @pytest.mark.parametrize("mode", ["raise"])
 def test_opt_out_raises_and_leaves_the_job_to_the_caller(mode):
     """RINGPS_ON_TIMEOUT=raise: survivors get PeerTimeout and nothing ends the job for them

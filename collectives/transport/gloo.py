@@ -66,12 +66,12 @@ class GlooTransport(Transport):
                 r.handle.wait(timedelta(seconds=max(left, 0.001)))
             except RuntimeError as exc:
                 waited = time.monotonic() - start
+                self._peer_ended_job()      # a rank that ended the job said why before it went
                 if waited < self.timeout:   # gloo reports a peer's failure (connection reset)
                     raise self._fail(f"ringps: rank {self.rank} failed after {waited:.1f} s in "
                                      f"{self.activity}, waiting to {r.describe()}: the peer's "
                                      f"side reported an error (its process ended or closed the "
                                      f"connection): {exc}", r.awaited()) from None
-                self._peer_ended_job()
                 raise self._fail(f"ringps: rank {self.rank} timed out after {self.timeout:g} s "
                                  f"in {self.activity}, waiting to {r.describe()}; not heard "
                                  f"from: rank {r.peer} (dead, hung, or in a different "

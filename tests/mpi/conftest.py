@@ -8,6 +8,7 @@ import pytest
 from mpi4py import MPI
 
 import collectives as C
+from collectives import watchdog
 
 WORLD = MPI.COMM_WORLD
 
@@ -20,7 +21,7 @@ def pytest_runtest_makereport(item, call):
         sys.stderr.write(f"\n[ringps-test] RANK {WORLD.rank} of {WORLD.size} FAILED "
                          f"{item.nodeid} ({report.when}):\n{report.longreprtext}\n")
         sys.stderr.flush()
-        WORLD.Abort(1)
+        watchdog.end_now(f"{item.nodeid} failed")      # MPI_Abort, no /dev/shm leftovers
 
 
 def pytest_configure(config):
