@@ -75,9 +75,11 @@ def stalled(message: str) -> None:
             handler.flush()
 
 
-def failed(error: BaseException) -> None:
-    """Remember a timeout for the exit guard (even one the caller catches)."""
+def failed(error: BaseException) -> BaseException:
+    """Remember a timeout (a peer that may never come) for the exit guard, even one the
+    caller catches; returns it, to be raised."""
     _state["failures"].append(str(error))
+    return error
 
 
 def install() -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from collectives import arrays
+from collectives import arrays, watchdog
 from collectives.dtypes import DType
 
 from . import checkpoint, consistency, optim, protocol, sharding
@@ -366,11 +366,11 @@ class KVStore:
             if waited > self.timeout or (waited > self.timeout / 2 and not warned):
                 silent = self._silent_servers(handle)
                 if waited > self.timeout:
-                    raise protocol.PSTimeout(
+                    raise watchdog.failed(protocol.PSTimeout(
                         f"ringps: worker {self.rank} timed out after {self.timeout:g} s on "
                         f"{handle.what}; not heard from: {silent} (dead or hung; a server "
                         f"holding a BSP/SSP pull for a missing worker answers before this "
-                        f"deadline, naming it)")
+                        f"deadline, naming it)"))
                 warned = True
                 sys.stderr.write(f"ringps: worker {self.rank}: {handle.what} has waited "
                                  f"{waited:.1f} s; no reply yet from: {silent} (timeout in "

@@ -31,6 +31,7 @@ def test_mpi_suite(ranks, transport):
 def _why(out: str) -> str:
     """The lines that say which rank failed and why (they come first and are lost from a
     long tail of thread dumps), then the end of the output."""
-    markers = ("[ringps-test]", "Timeout", "Error", "Fatal", "FAILED", "Traceback")
+    markers = ("[ringps-test]", "Timeout", "Error", "Fatal", "FAILED", "Traceback",
+               "ending the job")
     key = [line for line in out.splitlines() if any(m in line for m in markers)]
     return "\n".join(key[:60]) + "\n...\n" + out[-4000:]

@@ -93,9 +93,7 @@ class Transport:
         """Mark this transport unusable (receives may still be posted; a late peer's messages
         would match the next call) and return the error to raise."""
         self.broken = message.removeprefix("ringps: ")
-        error = PeerTimeout(message, missing=missing, activity=self.activity)
-        watchdog.failed(error)
-        return error
+        return PeerTimeout(message, missing=missing, activity=self.activity)
 
     def _overdue(self, start: float, now: float, stuck: Callable[[], list]) -> None:
         """Called by every polling wait: a stall warning once per collective past half the
@@ -111,10 +109,11 @@ class Transport:
         what = "; ".join(r.describe() for r in pending[:3]) + \
             (f" and {len(pending) - 3} more" if len(pending) > 3 else "")
         if waited > self.timeout:
-            raise self._fail(f"ringps: rank {self.rank} timed out after {self.timeout:g} s in "
-                             f"{self.activity}, waiting to {what}; not heard from: "
-                             f"{watchdog.ranks(missing)} (dead, hung, or in a different "
-                             f"collective)", missing)
+            raise watchdog.failed(self._fail(
+                f"ringps: rank {self.rank} timed out after {self.timeout:g} s in "
+                f"{self.activity}, waiting to {what}; not heard from: "
+                f"{watchdog.ranks(missing)} (dead, hung, or in a different collective)",
+                missing))
         self.warned = self.calls
         watchdog.stalled(f"ringps: rank {self.rank}: {self.activity} has waited {waited:.1f} s "
                          f"to {what}; not heard from: {watchdog.ranks(missing)} (timeout in "

@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .. import watchdog
 from .base import Request, Transport, wire_tag
 
 
@@ -72,10 +73,10 @@ class GlooTransport(Transport):
                                      f"{self.activity}, waiting to {r.describe()}: the peer's "
                                      f"side reported an error (its process ended or closed the "
                                      f"connection): {exc}", r.awaited()) from None
-                raise self._fail(f"ringps: rank {self.rank} timed out after {self.timeout:g} s "
-                                 f"in {self.activity}, waiting to {r.describe()}; not heard "
-                                 f"from: rank {r.peer} (dead, hung, or in a different "
-                                 f"collective)", r.awaited()) from None
+                raise watchdog.failed(self._fail(
+                    f"ringps: rank {self.rank} timed out after {self.timeout:g} s in "
+                    f"{self.activity}, waiting to {r.describe()}; not heard from: rank {r.peer} "
+                    f"(dead, hung, or in a different collective)", r.awaited())) from None
             finally:
                 stall.cancel()
             if r.source is None:
@@ -89,7 +90,6 @@ class GlooTransport(Transport):
         store (watchdog.py); the others stop waiting at once and say who ended it."""
         if self.store is None:
             return
-        from .. import watchdog
         reason = watchdog.abort_reason(self.store)
         if reason:
             raise self._fail(f"ringps: rank {self.rank}: {self.activity} stopped: {reason}")
