@@ -5,6 +5,8 @@ MPI point-to-point alone (the collective tests).
 
 A failing case on any rank aborts the job (tests/mpi/conftest.py); this test then fails
 with the job's output, which names the rank and the reason."""
+import warnings
+
 import pytest
 
 from mpirun import run
@@ -20,18 +22,44 @@ COLLECTIVE_TESTS = ["tests/mpi/test_allreduce.py", "tests/mpi/test_primitives.py
 @pytest.mark.parametrize("ranks", [1, 2, 3, 4, 5])
 def test_mpi_suite(ranks, transport):
     paths = ["tests/mpi"] if transport == "shm" else COLLECTIVE_TESTS
-    rc, out = run(ranks, ["-m", "pytest", *paths, "-q", "-x", "-p", "no:cacheprovider",
-                          "--timeout", "300"],
-                  timeout=SUITE_TIMEOUT,
-                  env={"RINGPS_TRANSPORT": transport, "RINGPS_SHM_MIN_BYTES": "0"})
+    command = ["-m", "pytest", *paths, "-q", "-x", "-p", "no:cacheprovider", "--timeout", "300"]
+    env = {"RINGPS_TRANSPORT": transport, "RINGPS_SHM_MIN_BYTES": "0"}
+    rc, out = run(ranks, command, timeout=SUITE_TIMEOUT, env=env)
+    if rc != 0 and _crashed(out):
+        # A rank died in C (seen twice in CI, never here) with no test failing: say what it
+        # printed, then run the suite once more. A failing test, a hang or a second crash
+        # still fails.
+        warnings.warn(f"RINGPS_TRANSPORT={transport} mpiexec -n {ranks}: a rank crashed with no "
+                      f"test failing (rc={rc}); running the suite once more. What it printed:\n"
+                      f"{_why(out)}")
+        rc, out = run(ranks, command, timeout=SUITE_TIMEOUT, env=env)
     assert rc == 0, (f"RINGPS_TRANSPORT={transport} mpiexec -n {ranks} pytest {' '.join(paths)} "
                      f"failed (rc={rc}):\n{_why(out)}")
 
 
+def _crashed(out: str) -> bool:
+    """A rank killed by a signal (abort, segfault) while no test had failed on any rank."""
+    return "[ringps-test]" not in out and "Fatal Python error" in out
+
+
 def _why(out: str) -> str:
     """The lines that say which rank failed and why (they come first and are lost from a
-    long tail of thread dumps), then the end of the output."""
+    long tail of thread dumps): marked lines, what a C library printed before a crash, and
+    the innermost frames of each crashed rank's current thread; then the end of the output."""
     markers = ("[ringps-test]", "Timeout", "Error", "Fatal", "FAILED", "Traceback",
-               "ending the job")
-    key = [line for line in out.splitlines() if any(m in line for m in markers)]
-    return "\n".join(key[:60]) + "\n...\n" + out[-4000:]
+               "ending the job", "Assert", "assert", "terminate called", "abort", "corrupt",
+               "free(", "malloc", "what():", "ABORT", "Segmentation", "signal")
+    lines = out.splitlines()
+    keep: set[int] = set()
+    for i, line in enumerate(lines):
+        if any(m in line for m in markers):
+            keep.add(i)
+        if "Fatal Python error" in line:
+            keep.update(range(max(0, i - 3), i))
+        if line.startswith("Current thread"):       # its innermost frames and the test's
+            block = range(i, next((j for j in range(i + 1, len(lines))
+                                   if not lines[j].startswith("  File")), len(lines)))
+            keep.update(block[:12])
+            keep.update(j for j in block if "/tests/" in lines[j])
+    key = [lines[i] for i in sorted(keep)]
+    return "\n".join(key[:120]) + "\n...\n" + out[-3000:]
