@@ -15,6 +15,11 @@ never meets the caller's. From it come
   default), or `mpi` / `shm` (`transport=` or RINGPS_TRANSPORT; transport/__init__.py).
 
 Sub-communicators are Communicators too, so every algorithm runs on any of them.
+
+`close()` (or leaving a `with` block) gives back what the communicator holds: its shared
+segments and its MPI communicators (MPICH has 2048 per process; torch's destroy_process_group
+closes the group's). A closed communicator refuses further calls. Collection alone releases
+the segments but not the MPI communicators, as with mpi4py's own.
 """
 from __future__ import annotations
 
@@ -35,6 +40,16 @@ DEFAULT_TIMEOUT = watchdog.DEFAULT_TIMEOUT
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name)
     return int(value) if value not in (None, "") else None
+
+
+CLOSED = "it was closed"
+
+
+def _pending_requests(transport) -> bool:
+    """Whether MPI may still write into buffers of this transport (requests posted and not
+    complete, or abandoned after a failure)."""
+    inner = getattr(transport, "inner", transport)
+    return bool(getattr(inner, "live", None) or getattr(inner, "abandoned", None))
 
 
 def _allgather_json(mpi_comm, value) -> list:
@@ -72,11 +87,12 @@ class Communicator:
     def __init__(self, mpi_comm: "MPI.Comm | None" = None, *, ranks_per_node: int | None = None,
                  servers: int | None = None, placement: str = "dedicated",
                  timeout: float | None = None, rings: "str | RingLayout | None" = None,
-                 transport: str | None = None, _node_of_rank: list[int] | None = None):
+                 transport: str | None = None, _node_of_rank: list[int] | None = None,
+                 _adopt: bool = False):
         watchdog.mode()                     # a bad RINGPS_ON_TIMEOUT fails here, on every rank
         watchdog.install()
         base = MPI.COMM_WORLD if mpi_comm is None else mpi_comm
-        self.mpi = base.Dup()
+        self.mpi = base if _adopt else base.Dup()    # _adopt: a Split result made for us
         self.rank = self.mpi.Get_rank()
         self.size = self.mpi.Get_size()
         if timeout is None:
@@ -169,7 +185,7 @@ class Communicator:
             return None
         return Communicator(sub, timeout=self.timeout, servers=0, rings=rings,
                             transport=self.transport_choice,
-                            _node_of_rank=[self.node_of_rank[r] for r in members])
+                            _node_of_rank=[self.node_of_rank[r] for r in members], _adopt=True)
 
     def subset(self, ranks: list[int]) -> "Communicator | None":
         """A Communicator of `ranks` (torch's new_group); None on the other ranks. Collective:
@@ -188,7 +204,7 @@ class Communicator:
         group.Free()
         return Communicator(sub, timeout=self.timeout, servers=0, rings="rank-order",
                             transport=self.transport_choice,
-                            _node_of_rank=[self.node_of_rank[r] for r in members])
+                            _node_of_rank=[self.node_of_rank[r] for r in members], _adopt=True)
 
     def device_transport(self):
         """The transport for device buffers (CUDA IPC on the node, staged MPI across nodes),
@@ -202,10 +218,34 @@ class Communicator:
         self.transport.barrier()
 
     def close(self) -> None:
-        """Release this communicator's shared segments now (also done when it is collected
-        and when the process ends, however it ends)."""
-        if hasattr(self.transport, "close"):
-            self.transport.close()
+        """Give back the shared segments and the MPI communicators of this communicator and
+        of its sub-communicators now; later calls on it raise. Not collective: each rank closes
+        its own. The MPI communicators are kept if a transfer failed and may still be pending
+        (freeing them could let a late message land in a new communicator)."""
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
+        for sub in (self.node, self.leaders, self.workers):
+            if sub is not None and sub is not self:
+                sub.close()
+        transport, device = self.transport, getattr(self, "_device_transport", None)
+        if hasattr(transport, "close"):
+            transport.close()
+        pending = _pending_requests(transport) or _pending_requests(device)
+        for t in (transport, getattr(transport, "inner", None), device):
+            if t is not None and not t.broken:
+                t.broken = CLOSED
+        if pending or not MPI.Is_initialized() or MPI.Is_finalized():
+            return
+        for mpi_comm in (getattr(device, "comm", None), self.mpi):
+            if mpi_comm is not None and mpi_comm != MPI.COMM_NULL:
+                mpi_comm.Free()
+
+    def __enter__(self) -> "Communicator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def abort(self, code: int = 1) -> None:
         """End the whole job (every rank), as a failed rank must when peers may be waiting

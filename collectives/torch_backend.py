@@ -107,6 +107,13 @@ class RingpsProcessGroup(dist.ProcessGroup):
                                f"{comm.rank}/{comm.size}: launch with mpiexec so they agree")
         self.comm, self.algorithm = comm, algorithm
 
+    def shutdown(self) -> None:
+        """destroy_process_group: give the group's communicator back (its shared segments
+        and MPI communicators; a process that makes and destroys many groups would run out)."""
+        close = getattr(self.comm, "close", None)
+        if close is not None:
+            close()
+
     def getBackendName(self):
         return NAME
 
@@ -559,6 +566,7 @@ class BackgroundProcessGroup(RingpsProcessGroup):
             self._jobs.put(None)
             self._thread.join()
         _running.discard(self)
+        super().shutdown()
 
     def _serve(self) -> None:
         while True:

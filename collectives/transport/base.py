@@ -81,11 +81,16 @@ class Transport:
 
     def begin(self, collective: str, detail: str = "") -> None:
         """Number the next collective, for stall warnings and timeouts."""
+        if self.broken:
+            self._usable()
         self.calls += 1
         self.activity = f"{collective} #{self.calls}" + (f" ({detail})" if detail else "")
 
     def _usable(self) -> None:
         if self.broken:
+            if self.broken == "it was closed":
+                raise RuntimeError(f"ringps: rank {self.rank}: this communicator was closed "
+                                   f"(Communicator.close, or its torch group destroyed)")
             raise PeerTimeout(f"ringps: rank {self.rank}: this communicator is unusable after "
                               f"an earlier failure ({self.broken}); create a new one")
 

@@ -724,6 +724,8 @@ class ShmTransport(Transport):
             r.done for r in requests if r.handle is self)
 
     def begin(self, collective: str, detail: str = "") -> None:
+        if self.broken:
+            self._usable()
         self.inner.begin(collective, detail)
         self.calls, self.activity = self.inner.calls, self.inner.activity
 

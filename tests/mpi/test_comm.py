@@ -115,3 +115,38 @@ def test_weights_that_differ_in_the_last_digits_are_a_disagreement(comm):
     text = f"{'-'.join(map(str, range(n)))}:{weight},{'-'.join(map(str, reversed(range(n))))}"
     with pytest.raises(LayoutError, match="ranks disagree on the ring layout .rank 0: [0-9-]*:1.000004"):
         Communicator(rings=text)
+
+
+def test_close_gives_back_the_mpi_communicators_and_refuses_later_calls(comm):
+    from mpi4py import MPI
+    c = Communicator(ranks_per_node=1, servers=1 if comm.size > 1 else 0)
+    subs = [s for s in (c.node, c.leaders, c.workers) if s is not None and s is not c]
+    x = np.full(5, comm.rank + 1.0)
+    if c.workers is not None:
+        C.allreduce(x, comm=c.workers)
+    c.close()
+    c.close()                                   # twice is fine
+    assert c.mpi == MPI.COMM_NULL and all(s.mpi == MPI.COMM_NULL for s in subs)
+    for call in (lambda: C.allreduce(x, comm=c), lambda: C.broadcast(x, comm=c, check=False),
+                 c.barrier):
+        with pytest.raises(RuntimeError, match=f"rank {comm.rank}: this communicator was "
+                                               f"closed"):
+            call()
+    with Communicator(transport="mpi") as d:
+        C.allreduce(x, comm=d)
+    assert d.mpi == MPI.COMM_NULL
+
+
+@pytest.mark.skipif(__import__("os").environ.get("RINGPS_TRANSPORT") == "shm",
+                    reason="once per rank count (the MPI suite): it makes 1100 communicators")
+def test_more_communicators_than_mpi_has_when_each_is_closed(comm):
+    """MPICH has 2048 communicators a process and each Communicator takes two or more:
+    without close() the 1100 below would fail near the 700th ('Too many communicators')."""
+    if comm.size > 2:
+        pytest.skip("slow on more ranks than cores; 1 and 2 ranks show it")
+    x = np.ones(3)
+    for i in range(1100):
+        with Communicator(transport="mpi") as c:
+            if i % 100 == 0:
+                C.allreduce(x, comm=c, check=False)
+    assert x[0] == comm.size ** 11

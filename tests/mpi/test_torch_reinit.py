@@ -7,6 +7,7 @@ torch = pytest.importorskip("torch")
 import torch.distributed as dist  # noqa: E402
 
 import collectives.torch_backend  # noqa: E402,F401
+from mpi4py import MPI  # noqa: E402
 
 
 def test_each_init_meets_afresh_while_old_groups_live(comm):
@@ -23,6 +24,10 @@ def test_each_init_meets_afresh_while_old_groups_live(comm):
         if round_ % 2:
             kept.append(dist.new_group(backend="gloo"))
         dist.destroy_process_group()
+        # destroy gave the group's MPI communicator back (MPICH has 2048 a process)
+        assert kept[-1 - round_ % 2].comm.mpi == MPI.COMM_NULL
+        with pytest.raises(RuntimeError, match="this communicator was closed"):
+            kept[-1 - round_ % 2].comm.barrier()
 
 
 def _deadline(group=None) -> float:
