@@ -75,10 +75,16 @@ def communicator(comm):
     no communicator there is no one to tell)."""
     if comm is None:
         return default_comm()
+    if type(comm) in _communicator_types:
+        return comm
     if not all(hasattr(comm, name) for name in ("transport", "rank", "size")):
         raise TypeError(f"ringps: comm must be a ringps Communicator (collectives.init() or "
                         f"collectives.Communicator(mpi_comm)), got {type(comm).__name__}")
+    _communicator_types.add(type(comm))
     return comm
+
+
+_communicator_types: set = set()    # classes that passed the check once (the hot path)
 
 
 def _is_int(value) -> bool:
@@ -101,16 +107,21 @@ def _checked_arguments(collective: str, registry, buffer, op, algorithm, root, s
         raise reject(InputValueError, "unknown algorithm",
                      f"unknown {collective} algorithm {algorithm!r} "
                      f"(known: {', '.join(registry)})")
-    if not _is_int(segment_bytes) or segment_bytes < 1:
+    if not (type(segment_bytes) is int or _is_int(segment_bytes)) or segment_bytes < 1:
         raise reject(InputValueError, "bad segment size",
                      f"segment_bytes must be an integer >= 1, got {segment_bytes!r}")
-    if not _is_int(root):
+    if not (type(root) is int or _is_int(root)):
         raise reject(InputTypeError, "root not an integer",
                      f"root must be an integer rank, got {root!r} ({type(root).__name__})")
     if not 0 <= root < size:
         raise reject(InputValueError, "root out of range",
                      f"root {root} is out of range for {size} ranks")
     return reduce_op
+
+
+def _call_detail(algorithm, count, dtype: str) -> str:
+    """"ring, 1024 float32": what a stall warning or timeout says of the call."""
+    return f"{algorithm if isinstance(algorithm, str) else '?'}, {count} {dtype}"
 
 
 def _run(collective: str, buf, *, op, algorithm: str, comm, root: int, check, segment_bytes):
@@ -127,9 +138,9 @@ def _run(collective: str, buf, *, op, algorithm: str, comm, root: int, check, se
     except InputError as exc:
         error = exc
     transport = comm.transport
-    detail = (f"{algorithm if isinstance(algorithm, str) else '?'}, "
-              f"{len(buffer.array) if buffer else '?'} "
-              f"{buffer.dtype.name if buffer else 'elements'}")
+    # formatted only if a message needs it; holds no reference to the caller's array
+    count, dtype = (len(buffer.array), buffer.dtype.name) if buffer else ("?", "elements")
+    detail = lambda: _call_detail(algorithm, count, dtype)   # noqa: E731
     transport.begin(collective, detail)
     if check:
         agree(transport, collective=collective,

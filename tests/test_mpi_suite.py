@@ -22,7 +22,10 @@ COLLECTIVE_TESTS = ["tests/mpi/test_allreduce.py", "tests/mpi/test_primitives.py
 @pytest.mark.parametrize("ranks", [1, 2, 3, 4, 5])
 def test_mpi_suite(ranks, transport):
     paths = ["tests/mpi"] if transport == "shm" else COLLECTIVE_TESTS
-    command = ["-m", "pytest", *paths, "-q", "-x", "-p", "no:cacheprovider", "--timeout", "300"]
+    # --capture=sys: what C code writes to fd 2 (glibc, MPICH, a C++ terminate) reaches the
+    # output even when the rank then dies; fd capture would keep it in a file never shown
+    command = ["-m", "pytest", *paths, "-q", "-x", "-p", "no:cacheprovider", "--timeout", "300",
+               "--capture=sys"]
     env = {"RINGPS_TRANSPORT": transport, "RINGPS_SHM_MIN_BYTES": "0"}
     rc, out = run(ranks, command, timeout=SUITE_TIMEOUT, env=env)
     if rc != 0 and _crashed(out):

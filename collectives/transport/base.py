@@ -76,15 +76,24 @@ class Transport:
     timeout: float
     broken: str | None = None       # why this transport can no longer be trusted
     calls = 0                       # collectives begun on this communicator
-    activity = "a collective"       # the latest: "allreduce #17 (ring, 1024 float32)"
-    warned = 0                      # the call a stall warning was last given for
+    doing = ("a collective", "")    # the latest one's name and detail (text, or a function
+    warned = 0                      # giving it: formatted only when a message needs it)
 
-    def begin(self, collective: str, detail: str = "") -> None:
+    def begin(self, collective: str, detail="") -> None:
         """Number the next collective, for stall warnings and timeouts."""
         if self.broken:
             self._usable()
         self.calls += 1
-        self.activity = f"{collective} #{self.calls}" + (f" ({detail})" if detail else "")
+        self.doing = (collective, detail)
+
+    @property
+    def activity(self) -> str:
+        """The latest collective as messages name it: "allreduce #17 (ring, 1024 float32)"."""
+        collective, detail = self.doing
+        if not self.calls:
+            return collective
+        detail = detail() if callable(detail) else detail
+        return f"{collective} #{self.calls}" + (f" ({detail})" if detail else "")
 
     def _usable(self) -> None:
         if self.broken:

@@ -55,7 +55,7 @@ class CountingTransport(Transport):
 
     def begin(self, collective, detail=""):
         self.inner.begin(collective, detail)
-        self.calls, self.activity = self.inner.calls, self.inner.activity
+        self.calls, self.doing = self.inner.calls, self.inner.doing
 
     def exchange(self, values):
         return self.inner.exchange(values)

@@ -301,7 +301,7 @@ class CudaIpcTransport(Transport):
 
     def begin(self, collective, detail=""):
         self.control.begin(collective, detail)
-        self.calls, self.activity = self.control.calls, self.control.activity
+        self.calls, self.doing = self.control.calls, self.control.doing
 
     def exchange(self, values):
         return self.control.exchange(values)

@@ -318,7 +318,9 @@ class ShmTransport(Transport):
         self.cma = cma                               # may read peers' private memory
         self.cma_scratch = np.empty(CMA_PIECE, np.uint8) if cma else None
         self.stats = {"copied": 0, "referenced": 0, "received": 0, "cma": 0}   # bytes
-        self._finalizer = weakref.finalize(self, _close_all, self.segments, control)
+        self._finalizer = weakref.finalize(self, _close_all, self.segments, control,
+                                           self.peer_ctl, self._consumed_word(self.rank),
+                                           self.sent)
 
     @property
     def timeout(self) -> float:
@@ -727,7 +729,7 @@ class ShmTransport(Transport):
         if self.broken:
             self._usable()
         self.inner.begin(collective, detail)
-        self.calls, self.activity = self.inner.calls, self.inner.activity
+        self.calls, self.doing = self.inner.calls, self.inner.doing
 
     def exchange(self, values):
         return self.inner.exchange(values)
@@ -736,8 +738,10 @@ class ShmTransport(Transport):
         self.inner.barrier()
 
     def close(self) -> None:
-        """Release my segments (peers that mapped them keep them until they let go)."""
+        """Release my segments (peers that mapped them keep them until they let go), once
+        peers have read what I sent (see _close_all)."""
         self._finalizer()
+        release_lingering()
 
     def describe(self) -> dict:
         return {**self.inner.describe(), "transport": "shm",
@@ -761,8 +765,28 @@ def _layout(size: int) -> dict:
     return {"consumed": consumed, "table": table, "queues": queues, "bytes": words * 8}
 
 
-def _close_all(segments: dict, control: Segment) -> None:
-    for segment in segments.values():
-        segment.close()
-    segments.clear()
-    control.close()
+_lingering: list = []    # closed transports whose last bytes a peer has yet to read
+
+
+def _close_all(segments: dict, control: Segment, peer_ctl: dict, word: int, sent: dict
+               ) -> None:
+    """Close my segments' files, once every peer has consumed what I published: a peer that
+    has not yet mapped a channel opens it through /proc/<my pid>/fd, so closing it under a
+    peer still reading a finished send (close() right after a collective, as torch's
+    destroy_process_group does) would fail that peer. Until then the transport lingers and
+    is retried at the next close; process exit ends it anyway."""
+    _lingering.append((segments, control, peer_ctl, word, sent))
+    release_lingering()
+
+
+def release_lingering() -> None:
+    """Close the segments of closed transports whose peers have now read everything."""
+    for entry in list(_lingering):
+        segments, control, peer_ctl, word, sent = entry
+        if any(peer_ctl[p][word] < n for p, n in sent.items()):
+            continue
+        _lingering.remove(entry)
+        for segment in segments.values():
+            segment.close()
+        segments.clear()
+        control.close()

@@ -4,6 +4,7 @@ copes with buffers that come and go, and runs two communicators at once."""
 import gc
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import collectives as C
 from collectives import registry
 from collectives.comm import Communicator
 from collectives.transport.mpi import MPITransport
-from collectives.transport.shm import ShmTransport
+from collectives.transport.shm import ShmTransport, release_lingering
 from reference import assert_close, expected, inputs, tolerance
 
 FLAT = [a for a in C.flat_algorithms() if a != "auto"]
@@ -245,8 +246,29 @@ def test_close_releases_the_segments(shm, seed):
     _allreduce_checked(other, "ring", "float32", 5003, seed)      # staged: below CMA_MIN
     held = [segment.fd for segment in other.transport.segments.values()]
     assert held, "the call staged nothing"
+    other.barrier()                           # every peer has read what this rank sent
     other.close()
     assert other.transport.segments == {}
     for fd in held:
         with pytest.raises(OSError):
             os.fstat(fd)
+
+
+def test_close_right_after_a_call_waits_for_peers_still_reading(shm, seed):
+    """Rank 0's broadcast is complete for rank 0 once its bytes are staged; it closes at
+    once, while the others have not even started to read (torch's destroy_process_group
+    does this). They must still map its segment and get the data."""
+    if shm.size < 2:
+        pytest.skip("needs 2 ranks")
+    other = _made_with(shm, shm_min_bytes=0)
+    x = np.random.default_rng(seed).random(5003) if shm.rank == 0 else np.zeros(5003)
+    if shm.rank != 0:
+        time.sleep(0.3)                       # rank 0 has sent and closed by now
+    C.broadcast(x, root=0, algorithm="direct", comm=other, check=False)
+    if shm.rank == 0:
+        other.close()
+    assert np.array_equal(x, np.random.default_rng(seed).random(5003))
+    shm.barrier()                             # everyone has read: rank 0's files can go
+    if shm.rank == 0:
+        release_lingering()                   # what the next close does
+        assert other.transport.segments == {}
