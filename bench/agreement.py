@@ -4,6 +4,8 @@ same candidates, and the ratio of the pick's measured time to the best's. A pick
 WITHIN of the best counts as agreeing; the target is agreement in TARGET of the cells."""
 from __future__ import annotations
 
+import numpy as np
+
 from .units import format_size
 
 WITHIN = 0.10
@@ -12,14 +14,17 @@ TARGET = 0.90
 
 def measured_cells(rows: list[dict], names: list[str]) -> dict:
     """{(ranks, bytes): {algorithm: median seconds}} for allreduce rows of the candidates on
-    2+ ranks (on one rank there is nothing to choose between)."""
+    2+ ranks (on one rank there is nothing to choose between). A cell the suite measured in
+    more than one section (the sweep's 4 ranks at 16 MB, again in the scaling section) takes
+    the median of all its rows, not whichever came last."""
     cells: dict = {}
     for r in rows:
         if r.get("collective", "allreduce") == "allreduce" and r["algo"] in names \
                 and int(r["ranks"]) > 1 and float(r["time_us"]) > 0:
-            cells.setdefault((int(r["ranks"]), int(r["bytes"])), {})[r["algo"]] = \
-                float(r["time_us"]) * 1e-6
-    return {key: times for key, times in sorted(cells.items()) if len(times) > 1}
+            cells.setdefault((int(r["ranks"]), int(r["bytes"])), {}).setdefault(
+                r["algo"], []).append(float(r["time_us"]) * 1e-6)
+    return {key: {name: float(np.median(seen)) for name, seen in times.items()}
+            for key, times in sorted(cells.items()) if len(times) > 1}
 
 
 def agreement(rows: list[dict], parameters: tuple) -> dict:

@@ -69,3 +69,18 @@ def test_plot_styles_one_colour_per_strategy_and_a_line_style_per_variant():
     assert styles.colour("ring[bidirectional]") != styles.colour("ring")
     assert [styles.dashes(a) for a in ("mpi", "ring/mpi", "ring/shm", "ring/shm*")] == \
         ["--", ":", "-", "-."]
+
+
+def test_a_cell_measured_in_several_sections_takes_their_median():
+    """The suite measures 4 ranks at 16 MB in its sweep and again in its scaling section;
+    the agreement table judges the median of both, not whichever row came last."""
+    from bench.agreement import measured_cells
+
+    def row(algo, us, ranks=4, nbytes=16 << 20):
+        return {"collective": "allreduce", "algo": algo, "ranks": ranks, "bytes": nbytes,
+                "time_us": us}
+    rows = [row("ring", 10_000), row("blocked", 15_000), row("ring", 12_000),
+            row("ring", 30_000), row("mpi", 1_000), row("ring", 99, ranks=1)]
+    cells = measured_cells(rows, ["ring", "blocked"])
+    assert list(cells) == [(4, 16 << 20)]          # mpi is no candidate; 1 rank: no choice
+    assert cells[(4, 16 << 20)] == {"ring": 12_000e-6, "blocked": 15_000e-6}
