@@ -32,6 +32,7 @@ from mpi4py import MPI
 from . import watchdog
 from .rings import LayoutError, RingLayout
 from .transport import chosen, select
+from .transport.base import CLOSED
 from .transport.mpi import MPITransport
 
 DEFAULT_TIMEOUT = watchdog.DEFAULT_TIMEOUT
@@ -40,9 +41,6 @@ DEFAULT_TIMEOUT = watchdog.DEFAULT_TIMEOUT
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name)
     return int(value) if value not in (None, "") else None
-
-
-CLOSED = "it was closed"
 
 
 def _pending_requests(transport) -> bool:

@@ -60,6 +60,7 @@ TAG = 7                 # every collective's traffic
 CONTROL_TAG = 6         # the metadata exchange and barriers
 CONTROL = -1            # `tag=CONTROL` asks for CONTROL_TAG
 USER_TAG_BASE = 1000    # user point-to-point tags (torch send/recv) start here
+CLOSED = "it was closed"  # `broken` of a transport whose Communicator was closed
 
 
 def wire_tag(tag: int | None) -> int:
@@ -97,7 +98,7 @@ class Transport:
 
     def _usable(self) -> None:
         if self.broken:
-            if self.broken == "it was closed":
+            if self.broken == CLOSED:
                 raise RuntimeError(f"ringps: rank {self.rank}: this communicator was closed "
                                    f"(Communicator.close, or its torch group destroyed)")
             raise PeerTimeout(f"ringps: rank {self.rank}: this communicator is unusable after "
