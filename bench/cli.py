@@ -40,7 +40,7 @@ def _common(p: argparse.ArgumentParser, **defaults) -> None:
     p.add_argument("--dtype", default="float32", help=f"one of {', '.join(C.DTYPE_NAMES)}")
     p.add_argument("--algo", default="all", help="ringps algorithms, comma-separated, or 'all'")
     p.add_argument("--iters", type=int, default=defaults.get("iters"),
-                   help="timed iterations (default: by size, 3..20)")
+                   help="timed iterations (default: by size, 3..100)")
     p.add_argument("--warmup", type=int, default=defaults.get("warmup", 2))
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help="check results against a float64 reference (#wrong column)")

@@ -37,9 +37,16 @@ def measure(run: Callable[[], None], comm, iters: int, warmup: int) -> Timing:
     return Timing(float(np.median(times)), float(times.min()), float(times.max()), iters)
 
 
+SMALL = 1 << 20            # below this a call is mostly waiting on peers, not moving bytes
+
+
 def auto_iters(nbytes: int, requested: int | None, budget_bytes: int = 1 << 30,
-               floor: int = 3, ceiling: int = 20) -> int:
-    """`requested` if given, else as many iterations as keep one row near `budget_bytes`."""
+               floor: int = 3, ceiling: int = 20, small_ceiling: int = 100) -> int:
+    """`requested` if given, else as many iterations as keep one row near `budget_bytes`:
+    up to `ceiling` (nccl-tests' 20), or `small_ceiling` below SMALL bytes, where a call
+    takes well under a millisecond and its time is mostly when the peers get a core (with
+    more ranks than cores, medians of 20 such calls differ by 2x from run to run)."""
     if requested:
         return requested
-    return int(min(ceiling, max(floor, budget_bytes // max(nbytes, 1))))
+    most = small_ceiling if nbytes < SMALL else ceiling
+    return int(min(most, max(floor, budget_bytes // max(nbytes, 1))))

@@ -236,7 +236,7 @@ def _calibration(out: Output, rows: list[dict]) -> dict:
 def _agreement(out: Output, rows: list[dict], fit) -> dict:
     """The fitted model's `auto` picks against the measured best, cell by cell."""
     from . import agreement
-    found = agreement.section(rows, (fit.alpha, fit.beta, fit.gamma, fit.overhead, True))
+    found = agreement.section(rows, fit.parameters())
     out.say(f"# {found['title']}: {found['text']}\n{tables.text_table(*found['table'])}\n")
     return found
 

@@ -97,13 +97,14 @@ def run(args) -> int:
     return 0
 
 
-def calibration_section(rows: list[dict], folder, say=print, store=None) -> dict:
-    """Fit `local` to measured rows, store it (calibrate.store_path(), or `store`), say
-    where and how good the fit is per algorithm and size band, and plot model lines over
-    the measured points."""
+def calibration_section(rows: list[dict], folder, say=print, store=None,
+                        cores: int | None = None) -> dict:
+    """Fit `local` to measured rows (taken on `cores` CPUs; default this machine's), store
+    it (calibrate.store_path(), or `store`), say where and how good the fit is per algorithm
+    and size band, and plot model lines over the measured points."""
     from topology import calibrate
     from . import plots
-    fit = calibrate.fit(rows)
+    fit = calibrate.fit(rows, cores)
     path = calibrate.save(fit, store)
     if folder is not None:
         calibrate.save(fit, Path(folder) / "local.json")       # the run keeps its own copy
@@ -111,7 +112,8 @@ def calibration_section(rows: list[dict], folder, say=print, store=None) -> dict
     for r in calibrate.usable_rows(rows):
         ranks, nbytes = int(r["ranks"]), int(r["bytes"])
         collective = r.get("collective", "allreduce")
-        model = float(calibrate.coefficients(r["algo"], ranks, nbytes, collective) @ fit.terms())
+        model = float(calibrate.coefficients(r["algo"], ranks, nbytes, collective,
+                                             cores=fit.cores) @ fit.terms())
         points.append({"algo": calibrate._label(r), "preset": "local", "ranks": ranks,
                        "bytes": nbytes, "seconds": model,
                        "measured_seconds": float(r["time_us"]) * 1e-6,
@@ -122,7 +124,7 @@ def calibration_section(rows: list[dict], folder, say=print, store=None) -> dict
         f" (auto and the local preset read it with RINGPS_LOCAL_TOPOLOGY={path})"
     text = (f"alpha {fit.alpha * 1e6:.2f} us, beta {fit.beta / 1e9:.2f} GB/s, gamma "
             f"{fit.gamma * 1e9:.3f} ns/B, overhead {fit.overhead * 1e6:.2f} us per message, "
-            f"from {fit.points} measured rows; stored in {path}{reads}. Relative error of the "
+            f"ranks sharing {fit.cores} cores, from {fit.points} measured rows; stored in {path}{reads}. Relative error of the "
             f"model per algorithm and size band; targets: " +
             ", ".join(f"{band} within {t:.0%}" for band, t in calibrate.TARGETS.items()) + ".")
     say(f"# calibration: {text}\n{tables.text_table(headers, body)}\n")
@@ -152,7 +154,7 @@ def calibrate(args) -> int:
         rows = cal.read_rows(args.folder)
         section = calibration_section(rows, Path(args.folder),
                                       say=(lambda _: None) if args.json else print,
-                                      store=args.out)
+                                      store=args.out, cores=cal.measured_cores(args.folder))
     except (TopologyError, OSError) as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2

@@ -167,7 +167,8 @@ def test_topology_show_on_cpu_only_ranks():
     assert info["gpus"]["count"] >= 0 and info["mpi_library"]
 
 
-def test_calibration_recovers_known_parameters():
+@pytest.mark.parametrize("cores", [0, 2])       # 0: every rank its own CPU; 2: 4 ranks share 2
+def test_calibration_recovers_known_parameters(cores):
     from topology import calibrate
     truth = (30e-6, 4e9, 0.3e-9, 5e-6)
     rows = []
@@ -176,13 +177,15 @@ def test_calibration_recovers_known_parameters():
     for collective, algo in cases:
         for ranks in (2, 3, 4):
             for nbytes in (4096, 1 << 20, 16 << 20):
-                a, b, c, d = calibrate.coefficients(algo, ranks, nbytes, collective)
+                a, b, c, d = calibrate.coefficients(algo, ranks, nbytes, collective,
+                                                    cores=cores)
                 seconds = a * truth[0] + b / truth[1] + c * truth[2] + d * truth[3]
                 rows.append({"collective": collective, "algo": algo, "ranks": ranks,
                              "bytes": nbytes, "time_us": seconds * 1e6})
-    allreduce_only = calibrate.fit([r for r in rows if r["collective"] == "allreduce"])
+    allreduce_only = calibrate.fit([r for r in rows if r["collective"] == "allreduce"], cores)
     assert allreduce_only.gamma == 0.0           # not identifiable without p2p-only rows
-    fit = calibrate.fit(rows)
+    fit = calibrate.fit(rows, cores)
+    assert fit.cores == cores
     assert fit.alpha == pytest.approx(truth[0], rel=1e-3)
     assert fit.beta == pytest.approx(truth[1], rel=1e-3)
     assert fit.gamma == pytest.approx(truth[2], rel=1e-3)
@@ -204,6 +207,54 @@ def test_calibration_recovers_known_parameters():
 def test_model_terms_trace_to_the_schedule(algo, ranks, terms):
     from topology import calibrate
     assert tuple(calibrate.coefficients(algo, ranks, 4096)) == pytest.approx(terms, rel=1e-9)
+
+
+@pytest.mark.parametrize("algo,terms", [
+    # 4 ranks sharing 2 cores, S = 4096: per step each term is at least the node's total
+    # (all endpoints' messages, arrivals, reductions) over 2 cores (topology/model.py)
+    ("root", (2, 2 * 3 * 4096, 3 * 4096, 2 * 3)),     # rank 0 alone: 3S in, total 3S < 2 x 3S
+    ("host", (2, 2 * 4 * 4096, 4 * 4096, 2 * 4)),     # the host endpoint alone takes 4S, 4 msgs
+    # every rank busy: 4 x (3 x 1024) arrive and are reduced in step 0, 4 x 6 messages per
+    # step; over 2 cores that is 6144 bytes, 3072 reduced and 12 messages per step
+    ("blocked", (2, 2 * 6144, 6144, 2 * 12)),
+    ("ring", (6, 6 * 2048, 3 * 2048, 6 * 4)),         # 4 x 1024 in per step, 4 x 2 messages
+    ("rhd", (4, 2 * (4096 + 2048), 4096 + 2048, 4 * 4)),     # 4 x 2048, then 4 x 1024
+    ("oneshot", (1, 6 * 4096, 6 * 4096, 12)),         # 4 x 3S in and reduced, 4 x 6 messages
+])
+def test_more_ranks_than_cores_take_turns(algo, terms):
+    from topology import calibrate
+    assert tuple(calibrate.coefficients(algo, 4, 4096, cores=2)) == pytest.approx(terms, rel=1e-9)
+    alone = calibrate.coefficients(algo, 4, 4096, cores=4)      # as many cores as ranks
+    assert tuple(alone) == pytest.approx(tuple(calibrate.coefficients(algo, 4, 4096)), rel=1e-9)
+
+
+def test_auto_on_shared_cores_prefers_one_busy_root():
+    """Messages dear (alpha = o = 10 us, bytes and reductions free), 4 ranks. With a core
+    each, oneshot's one step (alpha + 6o: 3 posted, 3 taken per rank) beats root's two
+    (2 alpha + 6o: rank 0 takes 3, then posts 3): 70 us against 80. On 2 cores oneshot's
+    4 x 6 messages take 12o, so 130 us, and root's 3 per step stay 3: root wins."""
+    from topology import auto
+    parameters = (1e-5, 1e30, 0.0, 1e-5, True)
+    assert auto.choose(4, 1 << 20, parameters + (4,), itemsize=1)[0] == "oneshot"
+    assert auto.choose(4, 1 << 20, parameters + (2,), itemsize=1)[0] == "root"
+    for cores, oneshot in ((4, 7e-5), (2, 13e-5)):
+        totals = {name: sum(parts.values()) for name, parts in
+                  auto.predictions(4, 1 << 20, parameters + (cores,), 1).items()}
+        assert totals["oneshot"] == pytest.approx(oneshot, rel=1e-9)
+        assert totals["root"] == pytest.approx(8e-5, rel=1e-9)
+
+
+def test_simulator_takes_turns_on_shared_cores():
+    """oneshot with bytes only (beta 1 B/s, S = 1000): every flow shares its sender's and
+    receiver's link three ways, so 3S = 3000 s with a core per rank; on 2 cores the 12S
+    arriving at the node take 6S = 6000 s. root's step 0 (3S into rank 0) is 3000 s either way."""
+    from topology import calibrate
+    from topology.cost import schedule_for
+    from topology.simulate import simulate
+    for cores, expected in ((0, 3000.0), (4, 3000.0), (2, 6000.0)):
+        t = calibrate.local_topology(4, 0.0, 1.0, 0.0, 0.0, cores)
+        assert simulate(t, schedule_for("oneshot", 4, 1000, 1), 4) == pytest.approx(expected)
+        assert simulate(t, schedule_for("root", 4, 1000, 1), 4) == pytest.approx(6000.0)
 
 
 def test_calibration_refuses_too_little_data():

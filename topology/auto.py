@@ -11,6 +11,9 @@ split into the model's terms, read off its own schedule (calibrate.coefficients)
     bytes     1/beta   x  bytes over the busiest link, summed over steps
     reduce    gamma    x  bytes reduced at the busiest endpoint, summed over steps
 
+where, with more ranks than the calibration's cores, "the busiest endpoint" of a step is at
+least all endpoints' total over the cores (model.py): ranks that all work take turns.
+
 and the reason for a choice names the winner's and the runner-up's terms, so a pick can be
 traced to lines of their schedules. All ranks must pick the same algorithm, so the
 parameters are rank 0's: they are shared once per transport (one small exchange) and choices
@@ -32,7 +35,8 @@ from collectives import ALGORITHMS
 log = logging.getLogger("ringps.auto")
 NAME = "auto"
 TERMS = ("latency", "bytes", "reduce", "overhead")      # in calibrate.coefficients' order
-_parameters: dict = {}          # id(transport) -> (alpha, beta, gamma, overhead, calibrated)
+_parameters: dict = {}          # id(transport) -> (alpha, beta, gamma, overhead, calibrated,
+                                #                  cores)
 _choices: dict = {}             # (parameters, ranks, nbytes, itemsize) -> (name, reason)
 _logged: set = set()            # (ranks, size class) already logged
 last_choice: dict = {}
@@ -48,17 +52,25 @@ def candidates() -> list[str]:
 def stored_parameters() -> tuple:
     from .calibrate import load_parameters
     p = load_parameters()
-    return p["alpha"], p["beta"], p["gamma"], p["overhead"], p["calibrated"]
+    return p["alpha"], p["beta"], p["gamma"], p["overhead"], p["calibrated"], p["cores"]
+
+
+def cores_of(parameters: tuple) -> int:
+    """The core budget in a parameter tuple (0, no budget, where it has none)."""
+    return int(parameters[5]) if len(parameters) > 5 else 0
 
 
 def predictions(ranks: int, nbytes: int, parameters: tuple,
                 itemsize: int = 4) -> dict[str, dict[str, float]]:
-    """{algorithm: {term: seconds}} on the local model with these parameters, for nbytes of
-    `itemsize`-byte elements (which decides how many chunks have bytes at all)."""
+    """{algorithm: {term: seconds}} on the local model with these parameters (alpha, beta,
+    gamma, overhead, calibrated[, cores]), for nbytes of `itemsize`-byte elements (which
+    decides how many chunks have bytes at all)."""
     from .calibrate import coefficients
     alpha, beta, gamma, overhead = parameters[:4]
     terms = np.array([alpha, 1 / beta, gamma, overhead])
-    return {name: dict(zip(TERMS, coefficients(name, ranks, nbytes, itemsize=itemsize) * terms))
+    cores = cores_of(parameters)
+    return {name: dict(zip(TERMS, coefficients(name, ranks, nbytes, itemsize=itemsize,
+                                               cores=cores) * terms))
             for name in candidates()}
 
 
@@ -70,7 +82,7 @@ def _terms(name: str, parts: dict[str, float]) -> str:
 def choose(ranks: int, nbytes: int, parameters=None, itemsize: int = 4) -> tuple[str, str]:
     """(algorithm, reason) the model prefers for an allreduce of nbytes on ranks."""
     parameters = stored_parameters() if parameters is None else parameters
-    key = (*parameters[:4], ranks, nbytes, itemsize)
+    key = (*parameters[:4], cores_of(parameters), ranks, nbytes, itemsize)
     if key not in _choices:
         predicted = predictions(ranks, nbytes, parameters, itemsize)
         total = {name: sum(parts.values()) for name, parts in predicted.items()}
@@ -89,11 +101,13 @@ def _agreed_parameters(transport) -> tuple:
     """Rank 0's model parameters, shared with every rank once per transport."""
     key = id(transport)
     if key not in _parameters:
-        mine = np.array([float(v) for v in stored_parameters()])
+        mine = np.zeros(6)                      # a 5-tuple has no core budget: 0
+        stored = [float(v) for v in stored_parameters()]
+        mine[:len(stored)] = stored
         table = transport.exchange(mine.view(np.int64)).view(np.float64)
-        alpha, beta, gamma, overhead, calibrated = table[0]
+        alpha, beta, gamma, overhead, calibrated, cores = table[0]
         _parameters[key] = (float(alpha), float(beta), float(gamma), float(overhead),
-                            bool(calibrated))
+                            bool(calibrated), int(cores))
     return _parameters[key]
 
 

@@ -4,7 +4,10 @@ On one host every rank reaches every other through memory: the `local` topology 
 rank endpoints (and the host-memory buffer `host` aggregates in, which rank 0 copies its own
 gradient into and back out of) around one "memory" switch with per-rank bandwidth beta and
 latency alpha, every message costs its endpoints `overhead` seconds (LogGP's o), and
-reductions cost gamma seconds per byte. Under the closed-form evaluator an algorithm's time
+reductions cost gamma seconds per byte. The ranks share the machine's `cores` CPUs (from
+the run's environment), so a step where every rank copies and reduces costs at least the
+total over the cores (model.py): that is what makes 4 ranks on 2 cores favour one busy root
+over four busy peers. Under the closed-form evaluator an algorithm's time
 is linear in (alpha, 1/beta, gamma, overhead), with coefficients read off its own schedule,
 so fitting the four to bench's measured rows is a least-squares problem (non-negative,
 relative error). The fit says how good it is (median and worst error per algorithm and size
@@ -32,7 +35,7 @@ TARGETS = {"< 64K": 0.50, ">= 64K": 0.25}     # the error a calibration should s
 
 
 def local_topology(ranks: int, alpha: float, beta: float, gamma: float,
-                   overhead: float = 0.0) -> Topology:
+                   overhead: float = 0.0, cores: int = 0) -> Topology:
     endpoints = {f"rank{r}": {"kind": "cpu", "node": 0} for r in range(ranks)}
     names = list(endpoints)
     endpoints["host"] = {"kind": "cpu", "node": 0}     # a buffer of its own: `host` copies in
@@ -40,26 +43,40 @@ def local_topology(ranks: int, alpha: float, beta: float, gamma: float,
     return Topology("local", endpoints, ["memory"], links, names, {0: "host"}, gamma,
                     source=f"this machine, calibrated: alpha {alpha * 1e6:.2f} us, beta "
                            f"{beta / 1e9:.2f} GB/s, gamma {gamma * 1e9:.3f} ns/B, overhead "
-                           f"{overhead * 1e6:.2f} us per message", overhead=overhead)
+                           f"{overhead * 1e6:.2f} us per message"
+                           + (f", {cores} cores" if cores else ""),
+                    overhead=overhead, cores=cores)
 
 
-def _unit_topologies(ranks: int) -> list[Topology]:
+def machine_cores() -> int:
+    """CPUs this process may run on (what its ranks share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _unit_topologies(ranks: int, cores: int) -> list[Topology]:
     """One topology per fitted term with that term 1 and the others 0 (bandwidth: 1/beta)."""
-    return [local_topology(ranks, 1.0, HUGE, 0.0), local_topology(ranks, 0.0, 1.0, 0.0),
-            local_topology(ranks, 0.0, HUGE, 1.0), local_topology(ranks, 0.0, HUGE, 0.0, 1.0)]
+    return [local_topology(ranks, 1.0, HUGE, 0.0, 0.0, cores),
+            local_topology(ranks, 0.0, 1.0, 0.0, 0.0, cores),
+            local_topology(ranks, 0.0, HUGE, 1.0, 0.0, cores),
+            local_topology(ranks, 0.0, HUGE, 0.0, 1.0, cores)]
 
 
 def coefficients(algo: str, ranks: int, nbytes: int, collective: str = "allreduce",
-                 itemsize: int = 4) -> np.ndarray:
+                 itemsize: int = 4, cores: int = 0) -> np.ndarray:
     """(a, b, c, d) with closed-form time = a*alpha + b/beta + c*gamma + d*overhead for this
-    algorithm on nbytes of `itemsize`-byte elements: its own schedule priced once per term."""
+    algorithm on nbytes of `itemsize`-byte elements, its ranks sharing `cores` CPUs (0: as
+    many as they need): its own schedule priced once per term (each term's price is linear
+    in it, the core bound included)."""
     from collectives import COLLECTIVES
     count = nbytes // itemsize
     if collective == "allreduce":
         schedule = schedule_for(algo, ranks, count, itemsize)
     else:
         schedule = COLLECTIVES[collective].schedule(algo, ranks, count, itemsize)
-    return np.array([closed_form(t, schedule, ranks) for t in _unit_topologies(ranks)])
+    return np.array([closed_form(t, schedule, ranks) for t in _unit_topologies(ranks, cores)])
 
 
 def _nnls(A: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -83,9 +100,11 @@ class Calibration:
     overhead: float
     errors: dict            # label -> band -> {"median", "worst", "points"}: relative errors
     points: int
+    cores: int = 0          # CPUs the measured ranks shared (0: not bounded)
 
     def topology(self, ranks: int) -> Topology:
-        return local_topology(ranks, self.alpha, self.beta, self.gamma, self.overhead)
+        return local_topology(ranks, self.alpha, self.beta, self.gamma, self.overhead,
+                              self.cores)
 
     def terms(self) -> np.ndarray:
         """The fitted terms in the order of `coefficients`."""
@@ -93,7 +112,12 @@ class Calibration:
 
     def to_dict(self) -> dict:
         return {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma,
-                "overhead": self.overhead, "errors": self.errors, "points": self.points}
+                "overhead": self.overhead, "cores": self.cores, "errors": self.errors,
+                "points": self.points}
+
+    def parameters(self) -> tuple:
+        """What auto.choose takes: (alpha, beta, gamma, overhead, calibrated, cores)."""
+        return self.alpha, self.beta, self.gamma, self.overhead, True, self.cores
 
 
 def usable_rows(rows: list[dict]) -> list[dict]:
@@ -108,9 +132,10 @@ def usable_rows(rows: list[dict]) -> list[dict]:
             and int(r["ranks"]) > 1 and float(r["time_us"]) > 0 and int(r["bytes"]) > 0]
 
 
-def fit(rows: list[dict]) -> Calibration:
+def fit(rows: list[dict], cores: int | None = None) -> Calibration:
     """Fit alpha, beta, gamma and the per-message overhead to measured rows (bench CSV/JSON
-    rows of any collective), minimising the relative error.
+    rows of any collective) taken on a machine with `cores` CPUs (default: this one),
+    minimising the relative error.
 
     Every allreduce reduces a fixed share of what it moves, so allreduce rows alone cannot
     tell 1/beta from gamma; rows without reductions (broadcast, allgather) separate them.
@@ -120,8 +145,9 @@ def fit(rows: list[dict]) -> Calibration:
     if len(usable) < 4:
         raise TopologyError(f"calibration needs at least 4 measured rows of ringps algorithms "
                             f"on 2+ ranks; got {len(usable)}")
+    cores = machine_cores() if cores is None else int(cores)
     A = np.array([coefficients(r["algo"], int(r["ranks"]), int(r["bytes"]),
-                               r.get("collective", "allreduce")) for r in usable])
+                               r.get("collective", "allreduce"), cores=cores) for r in usable])
     y = np.array([float(r["time_us"]) * 1e-6 for r in usable])
     weighted = A / y[:, None]                             # minimise relative error
     tol = 1e-9 * np.abs(weighted).max()
@@ -134,7 +160,8 @@ def fit(rows: list[dict]) -> Calibration:
     x[free] = _nnls(weighted[:, free], np.ones_like(y))
     alpha, inverse_beta, gamma, overhead = x
     return Calibration(float(alpha), 1.0 / inverse_beta if inverse_beta > 0 else HUGE,
-                       float(gamma), float(overhead), _errors(usable, A @ x, y), len(usable))
+                       float(gamma), float(overhead), _errors(usable, A @ x, y), len(usable),
+                       cores)
 
 
 def band_of(nbytes: int) -> str:
@@ -173,6 +200,16 @@ def read_rows(folder: str | Path) -> list[dict]:
     return rows
 
 
+def measured_cores(folder: str | Path) -> int | None:
+    """The cores of the machine a results folder was measured on (its results.json's
+    environment), or None where it does not say."""
+    try:
+        return int(json.loads((Path(folder) / "results.json").read_text())
+                   ["environment"]["cores"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def store_path() -> Path:
     if os.environ.get("RINGPS_LOCAL_TOPOLOGY"):
         return Path(os.environ["RINGPS_LOCAL_TOPOLOGY"])
@@ -196,6 +233,7 @@ def load_parameters() -> dict:
         data = json.loads(path.read_text())
         found = {key: float(data[key]) for key in ("alpha", "beta", "gamma")}
         found["overhead"] = float(data.get("overhead", 0.0))      # older files: none fitted
+        found["cores"] = int(data.get("cores", 0))                # ... and no core budget
         return {**found, "calibrated": True, "path": str(path)}
     except (OSError, ValueError, KeyError):
-        return {**DEFAULT, "calibrated": False, "path": str(path)}
+        return {**DEFAULT, "cores": machine_cores(), "calibrated": False, "path": str(path)}

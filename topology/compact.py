@@ -22,7 +22,9 @@ sliding window over the members, read from a sparse table. Links crossed by seve
 members are summed per step directly.
 
 Together (the rings of a multi-ring layout in lockstep) is expanded and priced step by step:
-n transfers per ring per step, which is quick for the boxes such layouts describe.
+n transfers per ring per step, which is quick for the boxes such layouts describe. So is any
+pattern on a topology with more endpoints on a node than cores (the calibrated CPU machine
+running more ranks than it has CPUs), whose per-node totals model.step_time adds up.
 """
 from __future__ import annotations
 
@@ -37,6 +39,8 @@ NONE = float("-inf")
 
 def closed_form_compact(topology: Topology, schedule, ranks: int) -> float:
     where = sites(schedule)
+    if topology.crowded_nodes:  # per-node totals: a CPU machine's few ranks, step by step
+        return sum(_expanded(topology, pattern, ranks, where) for pattern in schedule.patterns)
     return sum(PRICES[type(pattern)](topology, pattern, ranks, where)
                for pattern in schedule.patterns)
 

@@ -11,7 +11,16 @@ per-message overhead o) charges each step
   + max over directed links of (bytes crossing it) / (its bandwidth)  <- link sharing, incast
   + gamma * max over receivers of the bytes it must reduce
 
-and sums the steps. Nothing is free because it is simultaneous: n-1 messages posted at once
+and sums the steps. On a topology with `cores` (a CPU node whose ranks copy, post and
+reduce with its CPUs: the calibrated `local` machine), each of the last three terms is at
+least the node's total over its cores:
+
+  overhead * max over nodes of (messages at its endpoints) / cores     <- more ranks than
+  max over nodes of (bytes arriving at its endpoints / link) / cores      cores: they take
+  gamma * max over nodes of (bytes reduced at its endpoints) / cores      turns
+
+so four ranks that each reduce S on two cores take 2S, while a root reducing 3S alone
+still takes 3S. Nothing is free because it is simultaneous: n-1 messages posted at once
 cost one latency, but n-1 overheads at the endpoint that posts them and at each that takes
 them. So GPU0's incast (3 x 160 MB into one PCIe link) and the CPU's extra
 endpoint fall out of the schedule and the links, not out of a table of answers.
@@ -55,6 +64,9 @@ class Topology:
                                           # where the box has several: what `ring` runs on
     overhead: float = 0.0                 # seconds per message at an endpoint (LogGP o + g):
                                           # each send posted and each message taken
+    cores: int = 0                        # CPUs per node that do its endpoints' work (shm
+                                          # copies, overheads, reductions); 0: each endpoint
+                                          # has its own engine (GPUs, DMA, NICs)
 
     def __post_init__(self):
         names = set(self.endpoints) | set(self.switches)
@@ -81,7 +93,7 @@ class Topology:
             self._adjacent[link.a].append((link.b, i))
             self._adjacent[link.b].append((link.a, i))
         self._routes: dict[tuple[str, str], list[tuple[int, int]]] = {}
-        self._tree = self._nodes = self._rank_vertices = None
+        self._tree = self._nodes = self._rank_vertices = self._crowded = None
 
     @property
     def tree(self) -> Tree | None:
@@ -89,6 +101,17 @@ class Topology:
         if self._tree is None:
             self._tree = Tree.of(list(self.endpoints) + list(self.switches), self.links) or False
         return self._tree or None
+
+    @property
+    def crowded_nodes(self) -> bool:
+        """Whether some node has more endpoints than cores: only then can the core bound
+        exceed the busiest endpoint (k endpoints' total over c >= k cores never does)."""
+        if self._crowded is None:
+            per_node: dict[int, int] = {}
+            for endpoint in self.endpoints.values():
+                per_node[endpoint["node"]] = per_node.get(endpoint["node"], 0) + 1
+            self._crowded = bool(self.cores) and max(per_node.values(), default=0) > self.cores
+        return self._crowded
 
     @property
     def nodes(self) -> int:
@@ -205,25 +228,49 @@ def step_loads(topology: Topology, step, ranks: int, locations: dict | None = No
     return flows
 
 
-def step_time(topology: Topology, step, ranks: int, locations: dict | None = None) -> float:
-    """Seconds for one step of transfers: longest path latency + busiest endpoint's message
-    overheads + busiest link + reduction."""
-    flows = step_loads(topology, step, ranks, locations)
-    if not flows:
+def crowded(topology: Topology, per_endpoint: dict[str, float]) -> float:
+    """The most any node's endpoints need together, over its cores (0 without a core
+    budget): the bound that more ranks than cores put on a term."""
+    if not topology.crowded_nodes:
         return 0.0
+    nodes: dict[int, float] = {}
+    for endpoint, amount in per_endpoint.items():
+        node = topology.endpoints[endpoint]["node"]
+        nodes[node] = nodes.get(node, 0.0) + amount
+    return max(nodes.values(), default=0.0) / topology.cores
+
+
+def step_work(topology: Topology, flows) -> tuple[dict, dict, dict, dict]:
+    """Per directed hop its bytes; per endpoint the messages it posts and takes, the seconds
+    of arrivals over its link, and the bytes it reduces."""
     load: dict[tuple[int, int], float] = {}
     reduced: dict[str, float] = {}
-    messages: dict[str, int] = {}
+    messages: dict[str, float] = {}
+    arriving: dict[str, float] = {}
     for nbytes, hops, _, dst, reduces, src in flows:
         for hop in hops:
             load[hop] = load.get(hop, 0.0) + nbytes
+        arriving[dst] = arriving.get(dst, 0.0) + nbytes / topology.links[hops[-1][0]].bandwidth
         if reduces:
             reduced[dst] = reduced.get(dst, 0.0) + nbytes
         messages[src] = messages.get(src, 0) + 1
         messages[dst] = messages.get(dst, 0) + 1
+    return load, messages, arriving, reduced
+
+
+def step_time(topology: Topology, step, ranks: int, locations: dict | None = None) -> float:
+    """Seconds for one step of transfers: longest path latency + busiest endpoint's message
+    overheads + busiest link + reduction (each at least its node's share of cores)."""
+    flows = step_loads(topology, step, ranks, locations)
+    if not flows:
+        return 0.0
+    load, messages, arriving, reduced = step_work(topology, flows)
     busiest = max(b / topology.links[i].bandwidth for (i, _), b in load.items())
-    return (max(f[2] for f in flows) + topology.overhead * max(messages.values()) + busiest
-            + topology.gamma * max(reduced.values(), default=0.0))
+    return (max(f[2] for f in flows)
+            + topology.overhead * max(max(messages.values()), crowded(topology, messages))
+            + max(busiest, crowded(topology, arriving))
+            + topology.gamma * max(max(reduced.values(), default=0.0),
+                                   crowded(topology, reduced)))
 
 
 def closed_form(topology: Topology, schedule, ranks: int) -> float:

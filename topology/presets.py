@@ -122,13 +122,15 @@ def _cluster(name: str, gbit: float, latency: float, kind: str):
 
 def local(nodes: int = 1, ranks: int = 4) -> Topology:
     """This machine as bench measured it (`python -m bench calibrate`, or `make bench`):
-    ranks around one memory switch with the fitted alpha, beta and gamma; an uncalibrated
-    guess until then."""
+    ranks around one memory switch with the fitted alpha, beta, gamma and overhead, sharing
+    the cores the calibration was measured on; an uncalibrated guess (on this machine's
+    cores) until then."""
     if nodes != 1:
         raise TopologyError("the local preset describes this one machine (nodes=1)")
     from .calibrate import load_parameters, local_topology
     p = load_parameters()
-    topology = local_topology(ranks, p["alpha"], p["beta"], p["gamma"], p["overhead"])
+    topology = local_topology(ranks, p["alpha"], p["beta"], p["gamma"], p["overhead"],
+                              p["cores"])
     if not p["calibrated"]:
         topology.source = f"this machine, NOT calibrated yet (run `make bench`): {topology.source}"
     return topology

@@ -7,14 +7,17 @@ topology's per-message overhead o (LogGP), and a transfer goes on the wire when 
 a flow finishes the rates are recomputed. An endpoint takes its arrivals in order, o each,
 once its own sends are posted (one CPU does both), then reduces what arrived (gamma per
 byte). The step ends when the last endpoint is done; steps run one after another, as the
-algorithms wait on them.
+algorithms wait on them. On a topology with `cores` (ranks that share a node's CPUs) a step
+also lasts at least the longest path latency plus what the node's cores need for all of
+its endpoints' work (overheads, arrivals over their links, reductions), which ranks then
+take in turns.
 
 Where the closed form charges each step its busiest link, this finds the finishing order,
 so uneven steps (one big transfer beside small ones) come out right as well.
 """
 from __future__ import annotations
 
-from .model import Topology, sites, step_loads
+from .model import Topology, crowded, sites, step_loads, step_work
 
 
 def _rates(flows: list[dict], capacity: dict) -> None:
@@ -81,7 +84,19 @@ def simulate_step(topology: Topology, step, ranks: int, locations: dict | None =
     for nbytes, _, _, dst, r, _ in loads:
         if r:
             reduced[dst] = reduced.get(dst, 0.0) + nbytes
-    return max(t + topology.gamma * reduced.get(e, 0.0) for e, t in end.items())
+    finished = max(t + topology.gamma * reduced.get(e, 0.0) for e, t in end.items())
+    return max(finished, _turns(topology, loads))
+
+
+def _turns(topology: Topology, loads) -> float:
+    """The longest path latency, then the seconds the busiest node's cores need for all of
+    its endpoints' work (0 without a core budget)."""
+    if not topology.crowded_nodes:
+        return 0.0
+    _, messages, arriving, reduced = step_work(topology, loads)
+    work = {e: topology.overhead * messages.get(e, 0) + arriving.get(e, 0.0)
+            + topology.gamma * reduced.get(e, 0.0) for e in {*messages, *arriving, *reduced}}
+    return max(flow[2] for flow in loads) + crowded(topology, work)
 
 
 def simulate(topology: Topology, schedule, ranks: int) -> float:
