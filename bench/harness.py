@@ -2,7 +2,10 @@
 
 warm-up calls, then timed iterations each started from a barrier; per iteration the
 slowest rank's time counts (one max-allreduce after the loop, outside the timed region);
-median / min / max over iterations. Correctness is checked separately (definitions.py),
+median / min / max over iterations. `interleaved` times several candidates of one size in
+turns (ROUNDS rounds, the iterations split between them), so that a machine whose speed
+drifts during a run (more ranks than cores: which rank shares a core with which) slows
+every candidate alike instead of whichever was timed then. Correctness is checked separately (definitions.py),
 never inside the timed loop.
 """
 from __future__ import annotations
@@ -16,12 +19,21 @@ import numpy as np
 import collectives as C
 
 
+ROUNDS = 5
+
+
 @dataclass
 class Timing:
     median: float      # seconds
     min: float
     max: float
     iters: int
+    times: np.ndarray  # seconds per iteration (the slowest rank's)
+
+    @classmethod
+    def of(cls, times: np.ndarray) -> "Timing":
+        return cls(float(np.median(times)), float(times.min()), float(times.max()),
+                   len(times), times)
 
 
 def measure(run: Callable[[], None], comm, iters: int, warmup: int) -> Timing:
@@ -34,7 +46,23 @@ def measure(run: Callable[[], None], comm, iters: int, warmup: int) -> Timing:
         run()
         times[i] = time.perf_counter() - start
     C.allreduce(times, op="max", comm=comm, check=False)
-    return Timing(float(np.median(times)), float(times.min()), float(times.max()), iters)
+    return Timing.of(times)
+
+
+def interleaved(runs: list[Callable[[], None]], comm, iters: int, warmup: int,
+                done: Callable[[int], None] = lambda i: None) -> list[Timing]:
+    """Timings of `runs`, each over `iters` iterations, taken in min(ROUNDS, iters) rounds
+    of every run in turn (`warmup` calls before a run's first round);
+    done(i) once run i has had its last round."""
+    rounds = max(1, min(ROUNDS, iters))
+    shares = [iters // rounds + (k < iters % rounds) for k in range(rounds)]
+    times: list[list[np.ndarray]] = [[] for _ in runs]
+    for k, share in enumerate(shares):
+        for i, run in enumerate(runs):
+            times[i].append(measure(run, comm, share, warmup if k == 0 else 0).times)
+            if k == rounds - 1:
+                done(i)
+    return [Timing.of(np.concatenate(parts)) for parts in times]
 
 
 SMALL = 1 << 20            # below this a call is mostly waiting on peers, not moving bytes

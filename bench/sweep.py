@@ -11,7 +11,7 @@ import collectives as C
 
 from .baselines import Unavailable
 from .definitions import Definition, zero
-from .harness import auto_iters, measure
+from .harness import auto_iters, interleaved
 from .units import gbps
 
 BASELINE_NAMES = ("mpi", "gloo")
@@ -47,8 +47,9 @@ def run_sweep(comm, definition: Definition, sizes, *, dtype="float32", op="sum",
                 mine.x = definition.shared_buffer(mine)
             runs.append((label, definition.ringps(mine, name, metadata_check), mine))
         size_rows = []
-        for name, run, used in runs:
-            timing = measure(run, comm, auto_iters(nbytes, iters), warmup)
+        timings = interleaved([run for _, run, _ in runs], comm, auto_iters(nbytes, iters),
+                              warmup, done=lambda i: progress.update(1) if progress else None)
+        for (name, run, used), timing in zip(runs, timings):
             wrong = _check(definition, used, name, run, comm) if check else -1
             algbw = gbps(count * itemsize(dtype), timing.median)
             size_rows.append({
@@ -59,8 +60,6 @@ def run_sweep(comm, definition: Definition, sizes, *, dtype="float32", op="sum",
                 "max_us": timing.max * 1e6, "iters": timing.iters, "algbw": algbw,
                 "busbw": algbw * definition.busbw_factor(comm.size), "wrong": wrong})
             _explain(size_rows[-1], name, notes)
-            if progress is not None:
-                progress.update(1)
         _ratios(size_rows)
         rows += size_rows
     return rows
