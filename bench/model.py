@@ -113,7 +113,8 @@ def calibration_section(rows: list[dict], folder, say=print, store=None,
         ranks, nbytes = int(r["ranks"]), int(r["bytes"])
         collective = r.get("collective", "allreduce")
         model = float(calibrate.coefficients(r["algo"], ranks, nbytes, collective,
-                                             cores=fit.cores) @ fit.terms())
+                                             cores=fit.cores, core_share=fit.core_share)
+                      @ fit.terms())
         points.append({"algo": calibrate._label(r), "preset": "local", "ranks": ranks,
                        "bytes": nbytes, "seconds": model,
                        "measured_seconds": float(r["time_us"]) * 1e-6,
@@ -124,7 +125,8 @@ def calibration_section(rows: list[dict], folder, say=print, store=None,
         f" (auto and the local preset read it with RINGPS_LOCAL_TOPOLOGY={path})"
     text = (f"alpha {fit.alpha * 1e6:.2f} us, beta {fit.beta / 1e9:.2f} GB/s, gamma "
             f"{fit.gamma * 1e9:.3f} ns/B, overhead {fit.overhead * 1e6:.2f} us per message, "
-            f"ranks sharing {fit.cores} cores, from {fit.points} measured rows; stored in {path}{reads}. Relative error of the "
+            f"ranks sharing {fit.cores} cores (taking turns, they get {fit.core_share:.0%} of "
+            f"them), from {fit.points} measured rows; stored in {path}{reads}. Relative error of the "
             f"model per algorithm and size band; targets: " +
             ", ".join(f"{band} within {t:.0%}" for band, t in calibrate.TARGETS.items()) + ".")
     say(f"# calibration: {text}\n{tables.text_table(headers, body)}\n")

@@ -167,8 +167,10 @@ def test_topology_show_on_cpu_only_ranks():
     assert info["gpus"]["count"] >= 0 and info["mpi_library"]
 
 
-@pytest.mark.parametrize("cores", [0, 2])       # 0: every rank its own CPU; 2: 4 ranks share 2
-def test_calibration_recovers_known_parameters(cores):
+@pytest.mark.parametrize("cores,share", [(0, 1.0),     # every rank its own CPU
+                                         (2, 1.0),     # 4 ranks share 2 cores ...
+                                         (2, 0.7)])    # ... and get 70% of them
+def test_calibration_recovers_known_parameters(cores, share):
     from topology import calibrate
     truth = (30e-6, 4e9, 0.3e-9, 5e-6)
     rows = []
@@ -178,14 +180,14 @@ def test_calibration_recovers_known_parameters(cores):
         for ranks in (2, 3, 4):
             for nbytes in (4096, 1 << 20, 16 << 20):
                 a, b, c, d = calibrate.coefficients(algo, ranks, nbytes, collective,
-                                                    cores=cores)
+                                                    cores=cores, core_share=share)
                 seconds = a * truth[0] + b / truth[1] + c * truth[2] + d * truth[3]
                 rows.append({"collective": collective, "algo": algo, "ranks": ranks,
                              "bytes": nbytes, "time_us": seconds * 1e6})
     allreduce_only = calibrate.fit([r for r in rows if r["collective"] == "allreduce"], cores)
     assert allreduce_only.gamma == 0.0           # not identifiable without p2p-only rows
     fit = calibrate.fit(rows, cores)
-    assert fit.cores == cores
+    assert fit.cores == cores and fit.core_share == share
     assert fit.alpha == pytest.approx(truth[0], rel=1e-3)
     assert fit.beta == pytest.approx(truth[1], rel=1e-3)
     assert fit.gamma == pytest.approx(truth[2], rel=1e-3)

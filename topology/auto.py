@@ -36,7 +36,7 @@ log = logging.getLogger("ringps.auto")
 NAME = "auto"
 TERMS = ("latency", "bytes", "reduce", "overhead")      # in calibrate.coefficients' order
 _parameters: dict = {}          # id(transport) -> (alpha, beta, gamma, overhead, calibrated,
-                                #                  cores)
+                                #                  cores, core_share)
 _choices: dict = {}             # (parameters, ranks, nbytes, itemsize) -> (name, reason)
 _logged: set = set()            # (ranks, size class) already logged
 last_choice: dict = {}
@@ -52,25 +52,28 @@ def candidates() -> list[str]:
 def stored_parameters() -> tuple:
     from .calibrate import load_parameters
     p = load_parameters()
-    return p["alpha"], p["beta"], p["gamma"], p["overhead"], p["calibrated"], p["cores"]
+    return (p["alpha"], p["beta"], p["gamma"], p["overhead"], p["calibrated"], p["cores"],
+            p["core_share"])
 
 
-def cores_of(parameters: tuple) -> int:
-    """The core budget in a parameter tuple (0, no budget, where it has none)."""
-    return int(parameters[5]) if len(parameters) > 5 else 0
+def cores_of(parameters: tuple) -> tuple[int, float]:
+    """The core budget in a parameter tuple and the share of it ranks taking turns get
+    ((0, 1.0), no budget, where it has none)."""
+    return (int(parameters[5]) if len(parameters) > 5 else 0,
+            float(parameters[6]) if len(parameters) > 6 else 1.0)
 
 
 def predictions(ranks: int, nbytes: int, parameters: tuple,
                 itemsize: int = 4) -> dict[str, dict[str, float]]:
     """{algorithm: {term: seconds}} on the local model with these parameters (alpha, beta,
-    gamma, overhead, calibrated[, cores]), for nbytes of `itemsize`-byte elements (which
+    gamma, overhead, calibrated[, cores[, core_share]]), for nbytes of `itemsize`-byte elements (which
     decides how many chunks have bytes at all)."""
     from .calibrate import coefficients
     alpha, beta, gamma, overhead = parameters[:4]
     terms = np.array([alpha, 1 / beta, gamma, overhead])
-    cores = cores_of(parameters)
+    cores, share = cores_of(parameters)
     return {name: dict(zip(TERMS, coefficients(name, ranks, nbytes, itemsize=itemsize,
-                                               cores=cores) * terms))
+                                               cores=cores, core_share=share) * terms))
             for name in candidates()}
 
 
@@ -82,7 +85,7 @@ def _terms(name: str, parts: dict[str, float]) -> str:
 def choose(ranks: int, nbytes: int, parameters=None, itemsize: int = 4) -> tuple[str, str]:
     """(algorithm, reason) the model prefers for an allreduce of nbytes on ranks."""
     parameters = stored_parameters() if parameters is None else parameters
-    key = (*parameters[:4], cores_of(parameters), ranks, nbytes, itemsize)
+    key = (*parameters[:4], *cores_of(parameters), ranks, nbytes, itemsize)
     if key not in _choices:
         predicted = predictions(ranks, nbytes, parameters, itemsize)
         total = {name: sum(parts.values()) for name, parts in predicted.items()}
@@ -101,13 +104,13 @@ def _agreed_parameters(transport) -> tuple:
     """Rank 0's model parameters, shared with every rank once per transport."""
     key = id(transport)
     if key not in _parameters:
-        mine = np.zeros(6)                      # a 5-tuple has no core budget: 0
+        mine = np.array([0, 0, 0, 0, 0, 0, 1.0])   # a 5-tuple has no core budget
         stored = [float(v) for v in stored_parameters()]
         mine[:len(stored)] = stored
         table = transport.exchange(mine.view(np.int64)).view(np.float64)
-        alpha, beta, gamma, overhead, calibrated, cores = table[0]
+        alpha, beta, gamma, overhead, calibrated, cores, share = table[0]
         _parameters[key] = (float(alpha), float(beta), float(gamma), float(overhead),
-                            bool(calibrated), int(cores))
+                            bool(calibrated), int(cores), float(share))
     return _parameters[key]
 
 

@@ -7,7 +7,9 @@ latency alpha, every message costs its endpoints `overhead` seconds (LogGP's o),
 reductions cost gamma seconds per byte. The ranks share the machine's `cores` CPUs (from
 the run's environment), so a step where every rank copies and reduces costs at least the
 total over the cores (model.py): that is what makes 4 ranks on 2 cores favour one busy root
-over four busy peers. Under the closed-form evaluator an algorithm's time
+over four busy peers. Ranks taking turns lose some of each core to spin-waits and switches,
+so the share of the cores they get (`core_share`, 1 = all) is fitted too, by trying
+SHARES. Under the closed-form evaluator an algorithm's time
 is linear in (alpha, 1/beta, gamma, overhead), with coefficients read off its own schedule,
 so fitting the four to bench's measured rows is a least-squares problem (non-negative,
 relative error). The fit says how good it is (median and worst error per algorithm and size
@@ -32,10 +34,11 @@ DEFAULT = {"alpha": 20e-6, "beta": 2e9, "gamma": 0.2e-9,      # a guess until be
            "overhead": 5e-6}
 BANDS = (("< 64K", 0, 1 << 16), (">= 64K", 1 << 16, float("inf")))    # message sizes
 TARGETS = {"< 64K": 0.50, ">= 64K": 0.25}     # the error a calibration should stay within
+SHARES = tuple(round(1.0 - 0.05 * k, 2) for k in range(13))     # core_share tried: 1 .. 0.4
 
 
 def local_topology(ranks: int, alpha: float, beta: float, gamma: float,
-                   overhead: float = 0.0, cores: int = 0) -> Topology:
+                   overhead: float = 0.0, cores: int = 0, core_share: float = 1.0) -> Topology:
     endpoints = {f"rank{r}": {"kind": "cpu", "node": 0} for r in range(ranks)}
     names = list(endpoints)
     endpoints["host"] = {"kind": "cpu", "node": 0}     # a buffer of its own: `host` copies in
@@ -44,8 +47,9 @@ def local_topology(ranks: int, alpha: float, beta: float, gamma: float,
                     source=f"this machine, calibrated: alpha {alpha * 1e6:.2f} us, beta "
                            f"{beta / 1e9:.2f} GB/s, gamma {gamma * 1e9:.3f} ns/B, overhead "
                            f"{overhead * 1e6:.2f} us per message"
-                           + (f", {cores} cores" if cores else ""),
-                    overhead=overhead, cores=cores)
+                           + (f", {cores} cores ({core_share:.0%} of them when ranks take "
+                              f"turns)" if cores else ""),
+                    overhead=overhead, cores=cores, core_share=core_share)
 
 
 def machine_cores() -> int:
@@ -56,27 +60,28 @@ def machine_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _unit_topologies(ranks: int, cores: int) -> list[Topology]:
+def _unit_topologies(ranks: int, cores: int, share: float) -> list[Topology]:
     """One topology per fitted term with that term 1 and the others 0 (bandwidth: 1/beta)."""
-    return [local_topology(ranks, 1.0, HUGE, 0.0, 0.0, cores),
-            local_topology(ranks, 0.0, 1.0, 0.0, 0.0, cores),
-            local_topology(ranks, 0.0, HUGE, 1.0, 0.0, cores),
-            local_topology(ranks, 0.0, HUGE, 0.0, 1.0, cores)]
+    return [local_topology(ranks, 1.0, HUGE, 0.0, 0.0, cores, share),
+            local_topology(ranks, 0.0, 1.0, 0.0, 0.0, cores, share),
+            local_topology(ranks, 0.0, HUGE, 1.0, 0.0, cores, share),
+            local_topology(ranks, 0.0, HUGE, 0.0, 1.0, cores, share)]
 
 
 def coefficients(algo: str, ranks: int, nbytes: int, collective: str = "allreduce",
-                 itemsize: int = 4, cores: int = 0) -> np.ndarray:
+                 itemsize: int = 4, cores: int = 0, core_share: float = 1.0) -> np.ndarray:
     """(a, b, c, d) with closed-form time = a*alpha + b/beta + c*gamma + d*overhead for this
     algorithm on nbytes of `itemsize`-byte elements, its ranks sharing `cores` CPUs (0: as
-    many as they need): its own schedule priced once per term (each term's price is linear
-    in it, the core bound included)."""
+    many as they need; `core_share` of them when they take turns): its own schedule priced
+    once per term (each term's price is linear in it, the core bound included)."""
     from collectives import COLLECTIVES
     count = nbytes // itemsize
     if collective == "allreduce":
         schedule = schedule_for(algo, ranks, count, itemsize)
     else:
         schedule = COLLECTIVES[collective].schedule(algo, ranks, count, itemsize)
-    return np.array([closed_form(t, schedule, ranks) for t in _unit_topologies(ranks, cores)])
+    return np.array([closed_form(t, schedule, ranks)
+                     for t in _unit_topologies(ranks, cores, core_share)])
 
 
 def _nnls(A: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -101,10 +106,11 @@ class Calibration:
     errors: dict            # label -> band -> {"median", "worst", "points"}: relative errors
     points: int
     cores: int = 0          # CPUs the measured ranks shared (0: not bounded)
+    core_share: float = 1.0  # the share of them ranks taking turns got (fitted)
 
     def topology(self, ranks: int) -> Topology:
         return local_topology(ranks, self.alpha, self.beta, self.gamma, self.overhead,
-                              self.cores)
+                              self.cores, self.core_share)
 
     def terms(self) -> np.ndarray:
         """The fitted terms in the order of `coefficients`."""
@@ -112,12 +118,14 @@ class Calibration:
 
     def to_dict(self) -> dict:
         return {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma,
-                "overhead": self.overhead, "cores": self.cores, "errors": self.errors,
-                "points": self.points}
+                "overhead": self.overhead, "cores": self.cores, "core_share": self.core_share,
+                "errors": self.errors, "points": self.points}
 
     def parameters(self) -> tuple:
-        """What auto.choose takes: (alpha, beta, gamma, overhead, calibrated, cores)."""
-        return self.alpha, self.beta, self.gamma, self.overhead, True, self.cores
+        """What auto.choose takes: (alpha, beta, gamma, overhead, calibrated, cores,
+        core_share)."""
+        return (self.alpha, self.beta, self.gamma, self.overhead, True, self.cores,
+                self.core_share)
 
 
 def usable_rows(rows: list[dict]) -> list[dict]:
@@ -140,16 +148,35 @@ def fit(rows: list[dict], cores: int | None = None) -> Calibration:
     Every allreduce reduces a fixed share of what it moves, so allreduce rows alone cannot
     tell 1/beta from gamma; rows without reductions (broadcast, allgather) separate them.
     Without such rows gamma is left at 0 and beta absorbs the reduction cost. Alpha and the
-    overhead separate because strategies post different numbers of messages per step."""
+    overhead separate because strategies post different numbers of messages per step. Where
+    rows had more ranks than cores, each of SHARES is tried as core_share and the one with
+    the least squared relative error kept (the four terms are linear for each)."""
     usable = usable_rows(rows)
     if len(usable) < 4:
         raise TopologyError(f"calibration needs at least 4 measured rows of ringps algorithms "
                             f"on 2+ ranks; got {len(usable)}")
     cores = machine_cores() if cores is None else int(cores)
-    A = np.array([coefficients(r["algo"], int(r["ranks"]), int(r["bytes"]),
-                               r.get("collective", "allreduce"), cores=cores) for r in usable])
     y = np.array([float(r["time_us"]) * 1e-6 for r in usable])
-    weighted = A / y[:, None]                             # minimise relative error
+    crowded = cores and any(int(r["ranks"]) > cores for r in usable)
+    best = None
+    for share in SHARES if crowded else (1.0,):
+        A = np.array([coefficients(r["algo"], int(r["ranks"]), int(r["bytes"]),
+                                   r.get("collective", "allreduce"), cores=cores,
+                                   core_share=share) for r in usable])
+        x = _fit_terms(A / y[:, None])                    # minimise relative error
+        misfit = float(np.sum((A @ x / y - 1.0) ** 2))
+        if best is None or misfit < best[0] - 1e-12:
+            best = (misfit, share, A, x)
+    _, share, A, x = best
+    alpha, inverse_beta, gamma, overhead = x
+    return Calibration(float(alpha), 1.0 / inverse_beta if inverse_beta > 0 else HUGE,
+                       float(gamma), float(overhead), _errors(usable, A @ x, y), len(usable),
+                       cores, share)
+
+
+def _fit_terms(weighted: np.ndarray) -> np.ndarray:
+    """Non-negative (alpha, 1/beta, gamma, overhead) with weighted @ x nearest all ones;
+    terms the rows cannot tell apart stay 0."""
     tol = 1e-9 * np.abs(weighted).max()
     x = np.zeros(4)
     free = [0, 1, 2, 3]
@@ -157,11 +184,8 @@ def fit(rows: list[dict], cores: int | None = None) -> Calibration:
         free.remove(2)                                    # gamma: not identifiable here
     if np.linalg.matrix_rank(weighted[:, free], tol=tol) < len(free):
         free.remove(3)                                    # one kind of step: no overhead
-    x[free] = _nnls(weighted[:, free], np.ones_like(y))
-    alpha, inverse_beta, gamma, overhead = x
-    return Calibration(float(alpha), 1.0 / inverse_beta if inverse_beta > 0 else HUGE,
-                       float(gamma), float(overhead), _errors(usable, A @ x, y), len(usable),
-                       cores)
+    x[free] = _nnls(weighted[:, free], np.ones(len(weighted)))
+    return x
 
 
 def band_of(nbytes: int) -> str:
@@ -234,6 +258,8 @@ def load_parameters() -> dict:
         found = {key: float(data[key]) for key in ("alpha", "beta", "gamma")}
         found["overhead"] = float(data.get("overhead", 0.0))      # older files: none fitted
         found["cores"] = int(data.get("cores", 0))                # ... and no core budget
+        found["core_share"] = float(data.get("core_share", 1.0))
         return {**found, "calibrated": True, "path": str(path)}
     except (OSError, ValueError, KeyError):
-        return {**DEFAULT, "cores": machine_cores(), "calibrated": False, "path": str(path)}
+        return {**DEFAULT, "cores": machine_cores(), "core_share": 1.0, "calibrated": False,
+                "path": str(path)}

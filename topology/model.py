@@ -20,7 +20,9 @@ least the node's total over its cores:
   gamma * max over nodes of (bytes reduced at its endpoints) / cores      turns
 
 so four ranks that each reduce S on two cores take 2S, while a root reducing 3S alone
-still takes 3S. Nothing is free because it is simultaneous: n-1 messages posted at once
+still takes 3S. Ranks that take turns lose part of each core to spin-waits and switches:
+`cores` is then scaled by `core_share` (fitted by calibrate.py; 1 elsewhere). This applies
+only where a node holds more ranks than cores. Nothing is free because it is simultaneous: n-1 messages posted at once
 cost one latency, but n-1 overheads at the endpoint that posts them and at each that takes
 them. So GPU0's incast (3 x 160 MB into one PCIe link) and the CPU's extra
 endpoint fall out of the schedule and the links, not out of a table of answers.
@@ -67,6 +69,8 @@ class Topology:
     cores: int = 0                        # CPUs per node that do its endpoints' work (shm
                                           # copies, overheads, reductions); 0: each endpoint
                                           # has its own engine (GPUs, DMA, NICs)
+    core_share: float = 1.0               # the share of those cores ranks taking turns get
+                                          # (spin-waits and switches take the rest; fitted)
 
     def __post_init__(self):
         names = set(self.endpoints) | set(self.switches)
@@ -104,12 +108,13 @@ class Topology:
 
     @property
     def crowded_nodes(self) -> bool:
-        """Whether some node has more endpoints than cores: only then can the core bound
-        exceed the busiest endpoint (k endpoints' total over c >= k cores never does)."""
+        """Whether some node holds more ranks than cores: only then do its ranks take turns
+        (a node's other endpoints, such as `host`'s buffer, are worked by its ranks)."""
         if self._crowded is None:
             per_node: dict[int, int] = {}
-            for endpoint in self.endpoints.values():
-                per_node[endpoint["node"]] = per_node.get(endpoint["node"], 0) + 1
+            for end in self.ranks:
+                node = self.endpoints[end]["node"]
+                per_node[node] = per_node.get(node, 0) + 1
             self._crowded = bool(self.cores) and max(per_node.values(), default=0) > self.cores
         return self._crowded
 
@@ -237,7 +242,7 @@ def crowded(topology: Topology, per_endpoint: dict[str, float]) -> float:
     for endpoint, amount in per_endpoint.items():
         node = topology.endpoints[endpoint]["node"]
         nodes[node] = nodes.get(node, 0.0) + amount
-    return max(nodes.values(), default=0.0) / topology.cores
+    return max(nodes.values(), default=0.0) / (topology.cores * topology.core_share)
 
 
 def step_work(topology: Topology, flows) -> tuple[dict, dict, dict, dict]:

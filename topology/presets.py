@@ -130,7 +130,7 @@ def local(nodes: int = 1, ranks: int = 4) -> Topology:
     from .calibrate import load_parameters, local_topology
     p = load_parameters()
     topology = local_topology(ranks, p["alpha"], p["beta"], p["gamma"], p["overhead"],
-                              p["cores"])
+                              p["cores"], p["core_share"])
     if not p["calibrated"]:
         topology.source = f"this machine, NOT calibrated yet (run `make bench`): {topology.source}"
     return topology
