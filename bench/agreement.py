@@ -65,4 +65,6 @@ def section(rows: list[dict], parameters: tuple) -> dict:
                     f"in the same cell.",
             "after": "Why each pick (model terms in ms: latency = alpha x steps, overhead = "
                      "o x messages at the busiest endpoint, bytes = over the busiest link / "
-                     "beta, reduce = gamma x bytes reduced):\n\n" + reasons}
+                     "beta, reduce = gamma x bytes reduced; with more ranks than cores, each "
+                     "of the last three is at least the node's total over the cores the "
+                     "ranks get):\n\n" + reasons}
