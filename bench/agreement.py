@@ -27,6 +27,26 @@ def measured_cells(rows: list[dict], names: list[str]) -> dict:
             for key, times in sorted(cells.items()) if len(times) > 1}
 
 
+def repeat_ratios(rows: list[dict]) -> list[float]:
+    """The same algorithm timed twice in one cell: per allreduce row of `auto` on 2+ ranks,
+    its time over the median time of the algorithm it ran (`chosen`) measured beside it.
+    How far these stray from 1 is the noise a pick / best ratio has to be read against."""
+    cells: dict = {}
+    for r in rows:
+        if r.get("collective", "allreduce") == "allreduce" and int(r["ranks"]) > 1 \
+                and float(r["time_us"]) > 0:
+            cells.setdefault((int(r["ranks"]), int(r["bytes"])), []).append(r)
+    ratios = []
+    for cell in cells.values():
+        for r in cell:
+            if r["algo"] != "auto" or not r.get("chosen"):
+                continue
+            chosen = [float(o["time_us"]) for o in cell if o["algo"] == r["chosen"]]
+            if chosen:
+                ratios.append(float(r["time_us"]) / float(np.median(chosen)))
+    return ratios
+
+
 def agreement(rows: list[dict], parameters: tuple) -> dict:
     """Per cell: pick, measured best, ratio, reason; and the share of cells that agree."""
     from topology import auto
@@ -55,6 +75,11 @@ def section(rows: list[dict], parameters: tuple) -> dict:
         f"agrees in {sum(c['agrees'] for c in found['cells'])} of "
         f"{sum(c['ratio'] is not None for c in found['cells'])} cells ({share:.0%}; target "
         f"{TARGET:.0%}: {'met' if share >= TARGET else 'NOT met'})")
+    spread = [abs(r - 1) for r in repeat_ratios(rows)]
+    noise = "" if not spread else (
+        f" The same algorithm timed twice in one cell (`auto`'s row and its pick's own row) "
+        f"differed by a median of {np.median(spread):.0%} and at most {max(spread):.0%} in "
+        f"this run ({len(spread)} pairs): the noise a pick / best ratio is read against.")
     reasons = "\n".join(f"- {c['ranks']} ranks, {format_size(c['bytes'])}: {c['reason']}"
                         for c in found["cells"])
     rows_out = [{k: v for k, v in c.items()} for c in found["cells"]]
@@ -62,7 +87,7 @@ def section(rows: list[dict], parameters: tuple) -> dict:
             "table": (headers, body), "images": [], "share": share,
             "text": f"`auto` (the model fitted above) {verdict}. A pick agrees when its "
                     f"measured time is within {WITHIN:.0%} of the fastest candidate measured "
-                    f"in the same cell.",
+                    f"in the same cell." + noise,
             "after": "Why each pick (model terms in ms: latency = alpha x steps, overhead = "
                      "o x messages at the busiest endpoint, bytes = over the busiest link / "
                      "beta, reduce = gamma x bytes reduced; with more ranks than cores, each "

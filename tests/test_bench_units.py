@@ -84,3 +84,20 @@ def test_a_cell_measured_in_several_sections_takes_their_median():
     cells = measured_cells(rows, ["ring", "blocked"])
     assert list(cells) == [(4, 16 << 20)]          # mpi is no candidate; 1 rank: no choice
     assert cells[(4, 16 << 20)] == {"ring": 12_000e-6, "blocked": 15_000e-6}
+
+
+def test_the_same_algorithm_timed_twice_gives_the_noise_floor():
+    """auto's row against the row of the algorithm it ran, in the same cell: 1.2 and 0.9
+    (the median of blocked's two rows, 1000 and 1200 us, is 1100); one rank and a pick not
+    measured beside it give nothing."""
+    from bench.agreement import repeat_ratios
+
+    def row(algo, us, ranks=4, nbytes=1024, chosen=""):
+        return {"collective": "allreduce", "algo": algo, "ranks": ranks, "bytes": nbytes,
+                "time_us": us, "chosen": chosen}
+    rows = [row("root", 500), row("auto", 600, chosen="root"),
+            row("blocked", 1000, nbytes=4096), row("blocked", 1200, nbytes=4096),
+            row("auto", 990, nbytes=4096, chosen="blocked"),
+            row("auto", 700, nbytes=8192, chosen="rhd"),
+            row("root", 5, ranks=1), row("auto", 9, ranks=1, chosen="root")]
+    assert repeat_ratios(rows) == pytest.approx([1.2, 0.9])

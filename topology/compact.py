@@ -23,7 +23,7 @@ members are summed per step directly.
 
 Together (the rings of a multi-ring layout in lockstep) is expanded and priced step by step:
 n transfers per ring per step, which is quick for the boxes such layouts describe. So is any
-pattern on a topology with more endpoints on a node than cores (the calibrated CPU machine
+pattern on a topology with more ranks on a node than cores (the calibrated CPU machine
 running more ranks than it has CPUs), whose per-node totals model.step_time adds up.
 """
 from __future__ import annotations

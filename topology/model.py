@@ -22,10 +22,12 @@ least the node's total over its cores:
 so four ranks that each reduce S on two cores take 2S, while a root reducing 3S alone
 still takes 3S. Ranks that take turns lose part of each core to spin-waits and switches:
 `cores` is then scaled by `core_share` (fitted by calibrate.py; 1 elsewhere). This applies
-only where a node holds more ranks than cores. Nothing is free because it is simultaneous: n-1 messages posted at once
-cost one latency, but n-1 overheads at the endpoint that posts them and at each that takes
-them. So GPU0's incast (3 x 160 MB into one PCIe link) and the CPU's extra
-endpoint fall out of the schedule and the links, not out of a table of answers.
+only where a node holds more ranks than cores.
+
+Nothing is free because it is simultaneous: n-1 messages posted at once cost one latency,
+but n-1 overheads at the endpoint that posts them and at each that takes them. So GPU0's
+incast (3 x 160 MB into one PCIe link) and the CPU's extra endpoint fall out of the
+schedule and the links, not out of a table of answers.
 simulate.py plays the same schedule with max-min fair sharing instead of the bound.
 A CompactSchedule (patterns instead of transfers) gets the same answer from compact.py,
 without listing its transfers, which is what makes 4096-node clusters quick to price.
