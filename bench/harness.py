@@ -3,10 +3,10 @@
 warm-up calls, then timed iterations each started from a barrier; per iteration the
 slowest rank's time counts (one max-allreduce after the loop, outside the timed region);
 median / min / max over iterations. `interleaved` times several candidates of one size in
-turns (ROUNDS rounds, the iterations split between them), so that a machine whose speed
-drifts during a run (more ranks than cores: which rank shares a core with which) slows
-every candidate alike instead of whichever was timed then. Correctness is checked separately (definitions.py),
-never inside the timed loop.
+turns (ROUNDS rounds, the iterations split between them, each round after one untimed
+call), so that a machine whose speed drifts during a run (more ranks than cores: which rank
+shares a core with which) slows every candidate alike instead of whichever was timed then.
+Correctness is checked separately (definitions.py), never inside the timed loop.
 """
 from __future__ import annotations
 
@@ -52,14 +52,17 @@ def measure(run: Callable[[], None], comm, iters: int, warmup: int) -> Timing:
 def interleaved(runs: list[Callable[[], None]], comm, iters: int, warmup: int,
                 done: Callable[[int], None] = lambda i: None) -> list[Timing]:
     """Timings of `runs`, each over `iters` iterations, taken in min(ROUNDS, iters) rounds
-    of every run in turn (`warmup` calls before a run's first round);
+    of every run in turn (`warmup` calls before a run's first round, one before each
+    later round: the call after another candidate's pays for its buffers, e.g. the page
+    faults of scratch memory the allocator gave back meanwhile, which a job calling one
+    algorithm over and over does not);
     done(i) once run i has had its last round."""
     rounds = max(1, min(ROUNDS, iters))
     shares = [iters // rounds + (k < iters % rounds) for k in range(rounds)]
     times: list[list[np.ndarray]] = [[] for _ in runs]
     for k, share in enumerate(shares):
         for i, run in enumerate(runs):
-            times[i].append(measure(run, comm, share, warmup if k == 0 else 0).times)
+            times[i].append(measure(run, comm, share, warmup if k == 0 else 1).times)
             if k == rounds - 1:
                 done(i)
     return [Timing.of(np.concatenate(parts)) for parts in times]
