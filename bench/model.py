@@ -126,7 +126,8 @@ def calibration_section(rows: list[dict], folder, say=print, store=None,
     text = (f"alpha {fit.alpha * 1e6:.2f} us, beta {fit.beta / 1e9:.2f} GB/s, gamma "
             f"{fit.gamma * 1e9:.3f} ns/B, overhead {fit.overhead * 1e6:.2f} us per message, "
             f"ranks sharing {fit.cores} cores (taking turns, they get {fit.core_share:.0%} of "
-            f"them), from {fit.points} measured rows; stored in {path}{reads}. Relative error of the "
+            f"them: the share whose fit orders the strategies measured side by side most "
+            f"like the machine), from {fit.points} measured rows; stored in {path}{reads}. Relative error of the "
             f"model per algorithm and size band; targets: " +
             ", ".join(f"{band} within {t:.0%}" for band, t in calibrate.TARGETS.items()) + ".")
     say(f"# calibration: {text}\n{tables.text_table(headers, body)}\n")

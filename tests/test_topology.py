@@ -5,6 +5,7 @@ import sys
 import textwrap
 import tomllib
 
+import numpy as np
 import pytest
 
 from mpirun import ROOT, run
@@ -257,6 +258,19 @@ def test_simulator_takes_turns_on_shared_cores():
         t = calibrate.local_topology(4, 0.0, 1.0, 0.0, 0.0, cores)
         assert simulate(t, schedule_for("oneshot", 4, 1000, 1), 4) == pytest.approx(expected)
         assert simulate(t, schedule_for("root", 4, 1000, 1), 4) == pytest.approx(6000.0)
+
+
+def test_misordered_counts_pairs_the_machine_ordered_and_the_model_did_not():
+    """One cell: a 100, b 105, c 200 measured; the model says a 3, b 2, c 1. (a, c) and
+    (b, c) are more than 10% apart and the model has them backwards: 2. (a, b) is within
+    10%: not counted. A row of another cell (d) is never compared."""
+    from topology.calibrate import misordered
+    rows = [{"algo": n, "ranks": 4, "bytes": 1024} for n in "abc"] + \
+        [{"algo": "d", "ranks": 4, "bytes": 4096}]
+    assert misordered(rows, np.array([3.0, 2.0, 1.0, 0.0]),
+                      np.array([100.0, 105.0, 200.0, 1.0])) == 2
+    assert misordered(rows, np.array([1.0, 2.0, 3.0, 9.0]),
+                      np.array([100.0, 105.0, 200.0, 1.0])) == 0
 
 
 def test_calibration_refuses_too_little_data():

@@ -8,8 +8,10 @@ reductions cost gamma seconds per byte. The ranks share the machine's `cores` CP
 the run's environment), so a step where every rank copies and reduces costs at least the
 total over the cores (model.py): that is what makes 4 ranks on 2 cores favour one busy root
 over four busy peers. Ranks taking turns lose some of each core to spin-waits and switches,
-so the share of the cores they get (`core_share`, 1 = all) is fitted too, by trying
-SHARES. Under the closed-form evaluator an algorithm's time
+so the share of the cores they get (`core_share`, 1 = all) is fitted too: of SHARES, the
+one whose fit puts the fewest pairs of strategies measured in the same cell in the wrong
+order (pairs more than ORDER_MARGIN apart; what `auto` needs of the model), then the one
+with the least error. Under the closed-form evaluator an algorithm's time
 is linear in (alpha, 1/beta, gamma, overhead), with coefficients read off its own schedule,
 so fitting the four to bench's measured rows is a least-squares problem (non-negative,
 relative error). The fit says how good it is (median and worst error per algorithm and size
@@ -35,6 +37,7 @@ DEFAULT = {"alpha": 20e-6, "beta": 2e9, "gamma": 0.2e-9,      # a guess until be
 BANDS = (("< 64K", 0, 1 << 16), (">= 64K", 1 << 16, float("inf")))    # message sizes
 TARGETS = {"< 64K": 0.50, ">= 64K": 0.25}     # the error a calibration should stay within
 SHARES = tuple(round(1.0 - 0.05 * k, 2) for k in range(13))     # core_share tried: 1 .. 0.4
+ORDER_MARGIN = 0.10     # measured this much apart, two strategies' order is the machine's
 
 
 def local_topology(ranks: int, alpha: float, beta: float, gamma: float,
@@ -149,8 +152,10 @@ def fit(rows: list[dict], cores: int | None = None) -> Calibration:
     tell 1/beta from gamma; rows without reductions (broadcast, allgather) separate them.
     Without such rows gamma is left at 0 and beta absorbs the reduction cost. Alpha and the
     overhead separate because strategies post different numbers of messages per step. Where
-    rows had more ranks than cores, each of SHARES is tried as core_share and the one with
-    the least squared relative error kept (the four terms are linear for each)."""
+    rows had more ranks than cores, each of SHARES is tried as core_share (the four terms
+    are linear for each) and the one kept whose fit misorders the fewest pairs of allreduce
+    strategies measured in one cell (misordered), then the one with the least squared
+    relative error."""
     usable = usable_rows(rows)
     if len(usable) < 4:
         raise TopologyError(f"calibration needs at least 4 measured rows of ringps algorithms "
@@ -164,14 +169,28 @@ def fit(rows: list[dict], cores: int | None = None) -> Calibration:
                                    r.get("collective", "allreduce"), cores=cores,
                                    core_share=share) for r in usable])
         x = _fit_terms(A / y[:, None])                    # minimise relative error
-        misfit = float(np.sum((A @ x / y - 1.0) ** 2))
-        if best is None or misfit < best[0] - 1e-12:
-            best = (misfit, share, A, x)
+        predicted = A @ x
+        score = (misordered(usable, predicted, y), float(np.sum((predicted / y - 1.0) ** 2)))
+        if best is None or score < best[0]:
+            best = (score, share, A, x)
     _, share, A, x = best
     alpha, inverse_beta, gamma, overhead = x
     return Calibration(float(alpha), 1.0 / inverse_beta if inverse_beta > 0 else HUGE,
                        float(gamma), float(overhead), _errors(usable, A @ x, y), len(usable),
                        cores, share)
+
+
+def misordered(rows: list[dict], predicted: np.ndarray, measured: np.ndarray) -> int:
+    """Pairs of allreduce rows of one (ranks, bytes) cell that the machine ordered by more
+    than ORDER_MARGIN (a measured faster than b by that much) and the model did not (it has
+    a no faster than b)."""
+    cells: dict = {}
+    for i, r in enumerate(rows):
+        if r.get("collective", "allreduce") == "allreduce":
+            cells.setdefault((int(r["ranks"]), int(r["bytes"])), []).append(i)
+    return sum(1 for cell in cells.values() for a in cell for b in cell
+               if measured[a] * (1 + ORDER_MARGIN) < measured[b]
+               and predicted[a] >= predicted[b])
 
 
 def _fit_terms(weighted: np.ndarray) -> np.ndarray:
