@@ -1,12 +1,9 @@
 """Sync time vs rank count: the same gradient reduced on the first k ranks, k = 1..N, all
 in one launch (sub-communicators, like torch's new_group), so the curves of root and host
 (linear in k) and blocked and ring (nearly flat) come from one run on one machine. Ranks
-outside the first k wait asleep (idle_barrier): a spinning wait would take the cores the
-measured ranks share, and did (2 ranks measured 1.7x slower beside 2 spinning ones).
-"""
+outside the first k wait in a barrier, which sleeps once the wait is long (transport
+base.pause), leaving the cores to the ranks measured."""
 from __future__ import annotations
-
-import time
 
 from .baselines import GlooBaseline, MPIBaseline, Unavailable
 from .definitions import DEFINITIONS
@@ -33,12 +30,5 @@ def run_scaling(comm, nbytes: int, max_ranks: int, *, dtype, algorithms, iters, 
             rows += run_sweep(sub, DEFINITIONS["allreduce"], [nbytes], dtype=dtype, op="sum",
                               algorithms=algorithms, baselines=baselines, iters=iters,
                               warmup=warmup, progress=progress, notes=notes)
-        idle_barrier(comm)
+        comm.barrier()
     return rows
-
-
-def idle_barrier(comm, poll: float = 1e-3) -> None:
-    """A barrier that waits asleep: a nonblocking MPI barrier tested every `poll` seconds."""
-    request = comm.mpi.Ibarrier()
-    while not request.Test():
-        time.sleep(poll)

@@ -56,7 +56,7 @@ def stored_parameters() -> tuple:
             p["core_share"])
 
 
-def cores_of(parameters: tuple) -> tuple[int, float]:
+def core_budget(parameters: tuple) -> tuple[int, float]:
     """The core budget in a parameter tuple and the share of it ranks taking turns get
     ((0, 1.0), no budget, where it has none)."""
     return (int(parameters[5]) if len(parameters) > 5 else 0,
@@ -71,7 +71,7 @@ def predictions(ranks: int, nbytes: int, parameters: tuple,
     from .calibrate import coefficients
     alpha, beta, gamma, overhead = parameters[:4]
     terms = np.array([alpha, 1 / beta, gamma, overhead])
-    cores, share = cores_of(parameters)
+    cores, share = core_budget(parameters)
     return {name: dict(zip(TERMS, coefficients(name, ranks, nbytes, itemsize=itemsize,
                                                cores=cores, core_share=share) * terms))
             for name in candidates()}
@@ -85,7 +85,7 @@ def _terms(name: str, parts: dict[str, float]) -> str:
 def choose(ranks: int, nbytes: int, parameters=None, itemsize: int = 4) -> tuple[str, str]:
     """(algorithm, reason) the model prefers for an allreduce of nbytes on ranks."""
     parameters = stored_parameters() if parameters is None else parameters
-    key = (*parameters[:4], *cores_of(parameters), ranks, nbytes, itemsize)
+    key = (*parameters[:4], *core_budget(parameters), ranks, nbytes, itemsize)
     if key not in _choices:
         predicted = predictions(ranks, nbytes, parameters, itemsize)
         total = {name: sum(parts.values()) for name, parts in predicted.items()}

@@ -12,6 +12,8 @@ knows exactly which ranks have not yet arrived.
 """
 from __future__ import annotations
 
+import os
+import time
 from typing import Callable, Sequence
 
 import numpy as np
@@ -61,6 +63,18 @@ CONTROL_TAG = 6         # the metadata exchange and barriers
 CONTROL = -1            # `tag=CONTROL` asks for CONTROL_TAG
 USER_TAG_BASE = 1000    # user point-to-point tags (torch send/recv) start here
 CLOSED = "it was closed"  # `broken` of a transport whose Communicator was closed
+YIELD_SECONDS = 2e-3      # a wait without progress this long stops yielding and sleeps
+
+
+def pause(waited: float, spin: float) -> None:
+    """One back-off step of a wait that has made no progress for `waited` seconds: keep
+    spinning under `spin`, then yield the core, and past YIELD_SECONDS sleep 50 us plus 1%
+    of the wait (at most 1 ms), so that ranks outnumbering the cores, and ranks idle in a
+    long barrier, leave the cores to the ranks that are working."""
+    if waited > YIELD_SECONDS:
+        time.sleep(min(1e-3, 5e-5 + waited / 100))
+    elif waited > spin:
+        os.sched_yield()
 
 
 def wire_tag(tag: int | None) -> int:

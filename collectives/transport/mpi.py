@@ -7,14 +7,14 @@ matches ours.
 
 Waiting polls `Testall` instead of blocking in `Waitall`, for two reasons: a timeout can be
 raised as an exception naming the peer (a blocked MPI_Waitall cannot be interrupted), and a
-waiting rank yields its core (`sched_yield`) once a short spin has not succeeded, which
-matters when more ranks than cores share a machine. The metadata exchange and barriers are
+waiting rank yields its core (`sched_yield`) once a short spin has not succeeded, and
+sleeps in short steps once it has waited YIELD_SECONDS (base.pause), which matters when more
+ranks than cores share a machine and when ranks wait long in a barrier. The metadata exchange and barriers are
 point to point on their own tag, so a late rank is named; MPI errors (a message longer than
 its receive: mismatched calls with the check off) come back naming the ranks.
 """
 from __future__ import annotations
 
-import os
 import time
 from typing import Sequence
 
@@ -22,7 +22,7 @@ import numpy as np
 from mpi4py import MPI
 
 from .. import watchdog
-from .base import Request, Transport, wire_tag
+from .base import Request, Transport, pause, wire_tag
 
 SPIN_SECONDS = 50e-6
 
@@ -117,12 +117,10 @@ class MPITransport(Transport):
 
     def _poll(self, handles, pending, statuses=None) -> None:
         start = time.monotonic()
-        spin_until = start + SPIN_SECONDS
         testall = MPI.Request.Testall
         while not testall(handles, statuses):
             now = time.monotonic()
-            if now > spin_until:
-                os.sched_yield()
+            pause(now - start, SPIN_SECONDS)
             self._overdue(start, now, lambda: [r for r, h in zip(pending, handles)
                                                if not h.Test()])
 

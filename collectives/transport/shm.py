@@ -90,7 +90,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import watchdog
-from .base import Request, Transport
+from .base import Request, Transport, pause
 
 LINE = 64                           # bytes: one cache line, one flag
 WORDS = LINE // 8
@@ -99,7 +99,7 @@ MAX_SEGMENTS = 256                  # entries in a rank's segment table
 MAGIC = 0x52494E4750534D31          # "RINGPSM1"
 MIN_CHANNEL = 1 << 18               # a channel's first size
 DEFAULT_MAX_CHANNEL = 16 << 20      # RINGPS_SHM_BYTES: the most a channel grows to
-SPIN_SECONDS, YIELD_SECONDS = 20e-6, 2e-3
+SPIN_SECONDS = 20e-6
 
 # slot fields (int64 words of one descriptor line)
 SEQ, KIND, SEGMENT, TOKEN, OFFSET, PIECE, TOTAL, AT = range(8)
@@ -713,10 +713,8 @@ class ShmTransport(Transport):
             now = time.monotonic()
             if moved:
                 last = now
-            elif now - last > YIELD_SECONDS:
-                time.sleep(min(1e-3, 5e-5 + (now - last) / 100))
-            elif now - last > SPIN_SECONDS:
-                os.sched_yield()
+            else:
+                pause(now - last, SPIN_SECONDS)
             self._overdue(start, now, lambda: [r for r in mine + others if not r.done])
 
     def test(self, requests: Sequence[Request]) -> bool:

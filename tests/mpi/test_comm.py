@@ -150,3 +150,18 @@ def test_more_communicators_than_mpi_has_when_each_is_closed(comm):
             if i % 100 == 0:
                 C.allreduce(x, comm=c, check=False)
     assert x[0] == comm.size ** 11
+
+
+def test_ranks_waiting_long_in_a_barrier_sleep(comm):
+    """Rank 0 arrives 0.5 s late; the others' wait backs off to sleeps (transport
+    base.pause), so it costs them well under 0.15 s of CPU. Yielding alone, as before,
+    spent about the whole wait on a free core (bench's idle ranks slowed the measured)."""
+    import time
+    comm.barrier()
+    if comm.rank == 0:
+        time.sleep(0.5)
+    start = time.thread_time()
+    comm.barrier()
+    used = time.thread_time() - start
+    if comm.rank != 0:
+        assert used < 0.15, f"rank {comm.rank} spent {used:.2f} s of CPU waiting 0.5 s"
