@@ -7,14 +7,18 @@ matches ours.
 
 Waiting polls `Testall` instead of blocking in `Waitall`, for two reasons: a timeout can be
 raised as an exception naming the peer (a blocked MPI_Waitall cannot be interrupted), and a
-waiting rank yields its core (`sched_yield`) once a short spin has not succeeded, and
-sleeps in short steps once it has waited YIELD_SECONDS (base.pause), which matters when more
-ranks than cores share a machine and when ranks wait long in a barrier. The metadata exchange and barriers are
+waiting rank yields its core (`sched_yield`) once a short spin has not succeeded, which
+matters when more ranks than cores share a machine. In `exchange` (barriers, metadata: a few
+bytes, so the wait is for a late rank, not for bytes) it sleeps in short steps once it has
+waited YIELD_SECONDS (base.pause), so ranks idle in a long barrier leave the cores to those
+working. Data transfers never sleep: MPI moves a large message only while a rank polls, and
+sleeping there cost a mixed shm/MPI ring seconds (tests/fuzz/repro_mixed_hang.py). The metadata exchange and barriers are
 point to point on their own tag, so a late rank is named; MPI errors (a message longer than
 its receive: mismatched calls with the check off) come back naming the ranks.
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Sequence
 
@@ -79,8 +83,17 @@ class MPITransport(Transport):
         self.abandoned.extend(self.live)
         self.live = set()
 
+    patient = False          # in exchange(): the wait may sleep (see the docstring)
+
     def waitall(self, requests: Sequence[Request]) -> None:
         self._settle(requests, block=True)
+
+    def exchange(self, values: np.ndarray) -> np.ndarray:
+        self.patient = True
+        try:
+            return super().exchange(values)
+        finally:
+            self.patient = False
 
     def test(self, requests: Sequence[Request]) -> bool:
         return self._settle(requests, block=False)
@@ -120,7 +133,10 @@ class MPITransport(Transport):
         testall = MPI.Request.Testall
         while not testall(handles, statuses):
             now = time.monotonic()
-            pause(now - start, SPIN_SECONDS)
+            if self.patient:
+                pause(now - start, SPIN_SECONDS)      # a late rank: yield, then sleep
+            elif now > start + SPIN_SECONDS:
+                os.sched_yield()                      # bytes on the way: keep MPI moving
             self._overdue(start, now, lambda: [r for r, h in zip(pending, handles)
                                                if not h.Test()])
 
