@@ -11,9 +11,9 @@ waiting rank yields its core (`sched_yield`) once a short spin has not succeeded
 matters when more ranks than cores share a machine. In `exchange` (barriers, metadata: a few
 bytes, so the wait is for a late rank, not for bytes) it sleeps in short steps once it has
 waited YIELD_SECONDS (base.pause), so ranks idle in a long barrier leave the cores to those
-working. Data transfers never sleep: MPI moves a large message only while a rank polls, and
-sleeping there cost a mixed shm/MPI ring seconds (tests/fuzz/repro_mixed_hang.py). The metadata exchange and barriers are
-point to point on their own tag, so a late rank is named; MPI errors (a message longer than
+working. Data transfers never sleep: MPI moves a large message only while a rank polls, so a
+sleep would stall it between polls. The metadata exchange and barriers are point to point on
+their own tag, so a late rank is named; MPI errors (a message longer than
 its receive: mismatched calls with the check off) come back naming the ranks.
 """
 from __future__ import annotations
