@@ -27,6 +27,7 @@ Schedule: the chosen algorithm's schedule.
 from __future__ import annotations
 
 import logging
+import weakref
 
 import numpy as np
 
@@ -35,8 +36,8 @@ from collectives import ALGORITHMS
 log = logging.getLogger("ringps.auto")
 NAME = "auto"
 TERMS = ("latency", "bytes", "reduce", "overhead")      # in calibrate.coefficients' order
-_parameters: dict = {}          # id(transport) -> (alpha, beta, gamma, overhead, calibrated,
-                                #                  cores, core_share)
+_parameters = weakref.WeakKeyDictionary()   # transport -> (alpha, beta, gamma, overhead,
+                                             #   calibrated, cores, core_share)
 _choices: dict = {}             # (parameters, ranks, nbytes, itemsize) -> (name, reason)
 _logged: set = set()            # (ranks, size class) already logged
 last_choice: dict = {}
@@ -101,9 +102,10 @@ def choose(ranks: int, nbytes: int, parameters=None, itemsize: int = 4) -> tuple
 
 
 def _agreed_parameters(transport) -> tuple:
-    """Rank 0's model parameters, shared with every rank once per transport."""
-    key = id(transport)
-    if key not in _parameters:
+    """Rank 0's model parameters, shared with every rank once per transport (held weakly,
+    keyed by the transport itself)."""
+    key = transport         # not id(): a new transport at a dead one's address would skip
+    if key not in _parameters:      # the exchange on some ranks only, and the job would hang
         mine = np.array([0, 0, 0, 0, 0, 0, 1.0])   # a 5-tuple has no core budget
         stored = [float(v) for v in stored_parameters()]
         mine[:len(stored)] = stored
