@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 venv: $(STAMP)
 
-$(STAMP): setup.py constraints.txt
+$(STAMP): setup.py constraints.txt collectives/transport/_board.c
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[test,torch,bench]'

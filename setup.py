@@ -1,5 +1,11 @@
 """ringps: gradient aggregation strategies (root, host, blocked, ring, PS) side by side."""
-from setuptools import setup
+from setuptools import Extension, setup
+
+# The shared-memory transport's board (small allreduces and metadata exchanges in one C
+# call). Optional: without a C compiler the install still succeeds and every call takes the
+# Python path (collectives/transport/board.py says which).
+BOARD = Extension("collectives.transport._board", ["collectives/transport/_board.c"],
+                  extra_compile_args=["-O3"], optional=True)
 
 setup(
     name="ringps",
@@ -10,6 +16,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=["collectives", "collectives.transport", "ps", "topology", "bench"],
+    ext_modules=[BOARD],
     install_requires=["numpy>=1.22", "mpi4py>=3.1"],
     extras_require={
         "torch": ["torch>=2.1"],

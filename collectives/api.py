@@ -11,10 +11,12 @@ import os
 import numpy as np
 
 from . import arrays, dtypes, ops, partition
-from .check import NOT_APPLICABLE, agree
+from .check import NOT_APPLICABLE, agree, explain
+from .check import row as check_row
 from .context import Context
 from .errors import InputError, InputTypeError, InputValueError, reject
-from .registry import COLLECTIVES
+from .registry import CHANGES, COLLECTIVES
+from .transport import board
 
 _default = None
 
@@ -177,6 +179,9 @@ def allreduce(buf, op="sum", algorithm="ring", comm=None, *, check=None, segment
     compression: a codec ("fp16", "int8", "topk:0.01+ef", ...: collectives/compression.py)
     for op sum or avg on a float buffer; `key` names the tensor whose `+ef` residual this
     is (default: the buffer's address and length); None or "none": no compression."""
+    if compression is None and segment_bytes is None and type(buf) is np.ndarray and \
+            _on_board(buf, op, algorithm, comm):
+        return buf
     if compression is not None and compression != "none":
         from . import compressed
         return compressed.run(buf, op=op, algorithm=algorithm, comm=comm or default_comm(),
@@ -184,6 +189,52 @@ def allreduce(buf, op="sum", algorithm="ring", comm=None, *, check=None, segment
                               compression=compression, key=key)
     return _run("allreduce", buf, op=op, algorithm=algorithm, comm=comm, root=0, check=check,
                 segment_bytes=segment_bytes).original
+
+
+_plans: dict = {}       # (algorithm, op, dtype) -> (row, kind, op code), or None: not for the board
+
+
+def _plan(algorithm, op, dtype: np.dtype):
+    """How a call with these arguments goes through the board, if it can: the metadata row
+    it would check (length filled in by C), the C dtype and op codes."""
+    if dtype not in board.KINDS or op not in board.OPS or \
+            (op == "avg" and dtype.kind not in "f"):
+        return None
+    fields = check_row(collective="allreduce", length=0, dtype=dtype.name, op=op,
+                       algorithm=algorithm, root=0, segment_bytes=_defaults()[1], error=None)
+    return np.asarray(fields, dtype=np.int64).tobytes(), board.KINDS[dtype], board.OPS[op]
+
+
+def _on_board(x: np.ndarray, op, algorithm, comm) -> bool:
+    """A small `oneshot` allreduce (or an `auto` one whose pick is oneshot) on a communicator
+    whose ranks all share this node: done in one C call (transport/board.py), the metadata
+    check riding on it. False: take the general path."""
+    if (algorithm != "oneshot" and algorithm != "auto") or type(op) is not str:
+        return False
+    comm = communicator(comm)
+    transport = comm.transport
+    if getattr(transport, "board", None) is None or x.nbytes > board.CAPACITY or \
+            not x.flags.c_contiguous or not x.flags.writeable:
+        return False
+    key = (algorithm, op, x.dtype, CHANGES[0])
+    plan = _plans.get(key, False)
+    if plan is False:
+        plan = _plans[key] = _plan(algorithm, op, x.dtype)
+    if plan is None:
+        return False
+    if algorithm == "auto":
+        from topology import auto
+        if auto.agreed_pick(transport, comm.size, comm.rank, x.nbytes, x.itemsize) != "oneshot":
+            return False
+    transport._usable()
+    transport.begin("allreduce", lambda: _call_detail(algorithm, x.size, x.dtype.name))
+    verdict = board.allreduce(transport, x, *plan)
+    if verdict == board.ROWS_DIFFER:
+        explain(board.table(transport, len(plan[0]) // 8), "allreduce", comm.rank)
+    if verdict == board.NO_DATA:       # another rank took the Python path: so does this one
+        _run("allreduce", x, op=op, algorithm=algorithm, comm=comm, root=0, check=False,
+             segment_bytes=None)
+    return True
 
 
 def reduce_scatter(buf, op="sum", algorithm="ring", comm=None, *, check=None,

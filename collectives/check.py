@@ -43,7 +43,9 @@ def _code(value, table: list[str] | None) -> int:
 def _name(code: int, table: list[str] | None) -> str:
     if table is None:
         return str(code)
-    return {-2: NOT_APPLICABLE, -1: "?"}.get(code) or table[code]
+    if code == -2:
+        return NOT_APPLICABLE
+    return table[code] if 0 <= code < len(table) else "?"
 
 
 def _groups(column: np.ndarray, table) -> str:
@@ -63,27 +65,41 @@ def _span(ranks: list[int]) -> str:
     return ",".join(map(str, ranks))
 
 
-def agree(transport: Transport, *, collective: str, length: int, dtype: str, op: str,
-          algorithm: str, root: int, segment_bytes: int, error: InputError | None) -> None:
-    """Raise on every rank unless all ranks passed fit input and agree on every field."""
+def row(*, collective: str, length: int, dtype: str, op: str, algorithm: str, root: int,
+        segment_bytes: int, error: InputError | None) -> list[int]:
+    """This rank's line of the check: every field as a code, then its input error (0: none)."""
     tables = _tables()
     values = dict(collective=collective, length=length, dtype=dtype, op=op,
                   algorithm=algorithm, root=root, segment_bytes=segment_bytes)
-    row = [_code(values[f], tables.get(f)) for f in FIELDS]
-    row.append(REASONS.index(error.reason) + 1 if error is not None else 0)
-    table = transport.exchange(np.asarray(row, dtype=np.int64))
+    codes = [_code(values[f], tables.get(f)) for f in FIELDS]
+    return codes + [REASONS.index(error.reason) + 1 if error is not None else 0]
+
+
+def agree(transport: Transport, *, error: InputError | None, **fields) -> None:
+    """Raise on every rank unless all ranks passed fit input and agree on every field."""
+    table = transport.exchange(np.asarray(row(error=error, **fields), dtype=np.int64))
     if error is not None:
         raise error
+    explain(table, fields["collective"], transport.rank)
+
+
+def explain(table: np.ndarray, collective: str, rank: int) -> None:
+    """Raise MismatchError naming what the rows of `table` (one per rank) disagree on, or
+    which ranks rejected their input; return if they all agree and none did."""
     if not (table != table[0]).any() and not table[0, -1]:
         return
-    failed = [(rank, REASONS[code - 1]) for rank, code in enumerate(table[:, -1].tolist()) if code]
+    tables = _tables()
+    failed = [(r, REASONS[code - 1]) for r, code in enumerate(table[:, -1].tolist())
+              if 0 < code <= len(REASONS)]
     if failed:
-        who = "; ".join(f"rank {rank}: {reason}" for rank, reason in failed)
-        raise MismatchError(f"ringps {collective}: rank {transport.rank} stops because other ranks "
+        who = "; ".join(f"rank {r}: {reason}" for r, reason in failed)
+        raise MismatchError(f"ringps {collective}: rank {rank} stops because other ranks "
                             f"rejected their input ({who}); no data was moved")
     for i, field in enumerate(FIELDS):
         column = table[:, i]
         if (column != column[0]).any():
             raise MismatchError(f"ringps {collective}: ranks disagree on {field}: "
                                 f"{_groups(column, tables.get(field))} (seen by rank "
-                                f"{transport.rank}); no data was moved")
+                                f"{rank}); no data was moved")
+    raise MismatchError(f"ringps {collective}: ranks disagree on what this call is (seen by "
+                        f"rank {rank}); no data was moved")

@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from types import ModuleType
 
 
+CHANGES = [0]       # registrations and removals so far, in any registry (caches compare it)
+
+
 class Registry(Mapping):
     def __init__(self, collective: str, entries: dict[str, str]):
         self.collective = collective
@@ -22,10 +25,12 @@ class Registry(Mapping):
     def register(self, name: str, module_path: str) -> None:
         self._paths[name] = module_path
         self._modules.pop(name, None)
+        CHANGES[0] += 1
 
     def unregister(self, name: str) -> None:
         self._paths.pop(name)
         self._modules.pop(name, None)
+        CHANGES[0] += 1
 
     def __getitem__(self, name: str) -> ModuleType:
         module = self._modules.get(name)

@@ -56,7 +56,8 @@ def _nothing_left(before: set[str]) -> None:
     assert not leftover, f"processes left running: {leftover}"
 
 
-@pytest.mark.parametrize("algorithm,dies_at,named_by", [("ring", 3, [0]), ("oneshot", 1, [0, 1])])
+@pytest.mark.parametrize("algorithm,dies_at,named_by", [("ring", 3, [0]), ("oneshot", 1, [0, 1]),
+                                                       ("board", 0, [0, 1])])
 def test_frozen_peer_is_named_by_a_timeout(algorithm, dies_at, named_by):
     """Ranks in `named_by` wait on the victim directly (the ring's next rank; every rank in
     oneshot) and must name it; in a ring the others wait on a live neighbour that is itself
@@ -72,7 +73,7 @@ def test_frozen_peer_is_named_by_a_timeout(algorithm, dies_at, named_by):
     _nothing_left(before)
 
 
-@pytest.mark.parametrize("algorithm,dies_at", [("ring", 3), ("blocked", 1)])
+@pytest.mark.parametrize("algorithm,dies_at", [("ring", 3), ("blocked", 1), ("board", 0)])
 def test_killed_peer_ends_the_job(algorithm, dies_at):
     before = _shm_files()
     out, ended, took = _job("kill", algorithm, dies_at, wait=TIMEOUT + 60)

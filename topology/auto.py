@@ -121,13 +121,28 @@ def size_class(nbytes: int) -> int:
     return 1 << max(int(nbytes) - 1, 0).bit_length()
 
 
-def allreduce(x: np.ndarray, ctx) -> None:
-    name, reason = choose(ctx.size, x.nbytes, _agreed_parameters(ctx.transport), x.itemsize)
+def _pick(parameters: tuple, ranks: int, rank: int, nbytes: int, itemsize: int) -> str:
+    """The choice, recorded in last_choice and logged by rank 0 once per size class."""
+    name, reason = choose(ranks, nbytes, parameters, itemsize)
     last_choice.update(algorithm=name, reason=reason)
-    seen = (ctx.size, size_class(x.nbytes))
-    if ctx.rank == 0 and seen not in _logged:
+    seen = (ranks, size_class(nbytes))
+    if rank == 0 and seen not in _logged:
         _logged.add(seen)
-        log.info("auto allreduce, %d ranks, up to %d bytes: %s", ctx.size, seen[1], reason)
+        log.info("auto allreduce, %d ranks, up to %d bytes: %s", ranks, seen[1], reason)
+    return name
+
+
+def agreed_pick(transport, ranks: int, rank: int, nbytes: int, itemsize: int) -> str | None:
+    """What `allreduce` would run on this transport, with no exchange: None until the
+    parameters have been agreed there (by a first call through the general path)."""
+    parameters = _parameters.get(transport)
+    if parameters is None:
+        return None
+    return _pick(parameters, ranks, rank, nbytes, itemsize)
+
+
+def allreduce(x: np.ndarray, ctx) -> None:
+    name = _pick(_agreed_parameters(ctx.transport), ctx.size, ctx.rank, x.nbytes, x.itemsize)
     ALGORITHMS.function(name)(x, ctx)
 
 

@@ -130,12 +130,17 @@ def test_hand_derived_staging_for_three_algorithms(shm):
         assert _staged(registry.ALGORITHMS.schedule(name, n, count, 8), r) == want, name
 
 
-def test_oneshot_stages_one_copy_for_every_peer(shm, seed):
-    t, count = shm.transport, 4099                # 16 KB: below CMA_MIN, always staged
+def test_oneshot_stages_one_copy_for_every_peer(comm, seed):
+    """The Python path (the board off): one staged copy, read by every peer."""
+    if comm.size < 2:
+        pytest.skip("shared memory needs 2 ranks")
+    python_path = _made_with(comm, shm_min_bytes=0, shm_board=0)
+    assert python_path.transport.board is None
+    t, count = python_path.transport, 4099        # 16 KB: below CMA_MIN, always staged
     before = dict(t.stats)
-    _allreduce_checked(shm, "oneshot", "float32", count, seed)
+    _allreduce_checked(python_path, "oneshot", "float32", count, seed)
     assert t.stats["copied"] - before["copied"] == 4 * count
-    assert t.stats["received"] - before["received"] == (shm.size - 1) * 4 * count
+    assert t.stats["received"] - before["received"] == (comm.size - 1) * 4 * count
 
 
 @pytest.mark.parametrize("algorithm", FLAT)

@@ -1,0 +1,129 @@
+"""The board: a whole small allreduce, or one control-plane exchange, in one C call.
+
+When every rank of a communicator is on one node, each rank's control segment ends with a
+board that every peer maps. Python costs some ten microseconds per shared-memory message
+(bench/CPU.md); the board does a whole one-shot allreduce (`oneshot`: publish, wait for
+everyone, reduce every copy) and the metadata check riding on it in one call into C
+(_board.c), and the control plane's exchanges (the check of every other call, barriers) in
+another.
+
+    a rank's board       bytes
+    SEQ                  one line: how many posts this rank has made
+    header[2]            256 each: has-data flag, word count, the row (up to 30 int64)
+    data[2]              CAPACITY each: the posted bytes
+
+    post number `seq` of rank r (every rank makes the same posts in the same order)
+    step  who      what
+    1     r        header[seq % 2] = (data?, words, row); with data, data[seq % 2] = x
+    2     r        SEQ = seq (release store: peers see 1 before 2)
+    3     r        wait until every rank's SEQ >= seq (acquire loads), backing off like
+                   every wait (spin, yield, then short sleeps) up to the deadline
+    4     r        exchange: copy every rank's row out. allreduce: rows all equal and every
+                   rank posted data: x = data_0 op data_1 op ... op data_{n-1}, in rank order,
+                   so every rank computes the same bits as the Python `oneshot` does; rows
+                   differ: MismatchError on every rank (check.explain names the field and
+                   the ranks); a rank posted no data (it called with check on through the
+                   Python path, say): every rank runs the registered algorithm in Python
+
+Why two slots: rank r writes slot seq % 2 only after every rank posted seq - 1 (step 3 of
+its previous post), and a rank posts seq - 1 only after it finished post seq - 2, the last
+one that read that slot. So no barrier is needed between calls, and a rank is never more than
+one post ahead of the slowest.
+
+The allreduce's row is the metadata check's row (check.row), its length field filled in by C,
+so the check costs nothing on this path, whatever `check` says. A rank waiting at the board
+moves no other transfer: the allreduce is only taken at a call's start, when the transport
+has nothing pending; an exchange with transfers pending waits in Python instead, moving them.
+A wait that passes half the timeout warns; past the timeout it raises PeerTimeout naming the
+ranks whose post has not come.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .base import Request, pause
+
+try:
+    from . import _board
+    PROBLEM = None
+except ImportError as exc:              # not compiled (no C compiler at install): Python only
+    _board, PROBLEM = None, f"the C board is not built ({exc})"
+
+CAPACITY = 256 << 10                    # bytes in one data slot: the largest board allreduce
+KINDS = {np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.int8): 2,
+         np.dtype(np.uint8): 3, np.dtype(np.int32): 4, np.dtype(np.int64): 5}
+OPS = {"sum": 0, "prod": 1, "max": 2, "min": 3, "avg": 4}
+MAX_VALUES = 30                         # int64 values in a row
+DONE, ROWS_DIFFER, NO_DATA = 0, 1, 2
+SPIN_SECONDS = 20e-6
+
+
+def nbytes() -> int:
+    """Bytes a board takes at the end of a control segment (0 where C is not built)."""
+    return 0 if _board is None else _board.DATA_AT + 2 * CAPACITY
+
+
+def attach(addresses: list[int], rank: int):
+    """The board over every rank's mapped board (addresses in rank order), or None."""
+    return None if _board is None else _board.Board(addresses, rank, CAPACITY)
+
+
+class _Awaited(Request):
+    """A rank whose post has not come, as a stuck request for the timeout message."""
+
+    def __init__(self, peer: int, what: str):
+        super().__init__(None, what, peer, 0)
+
+    def describe(self) -> str:
+        return f"hear from rank {self.peer} (its {self.kind} post to the board)"
+
+
+def _wait(transport, result, what: str, start: float) -> None:
+    """Wait out a post that C returned unfinished (`result`: the ranks missing), warning at
+    half the timeout and raising PeerTimeout past it; with transfers pending, keep them
+    moving while waiting."""
+    board, last = transport.board, start
+    while isinstance(result, tuple):
+        now = time.monotonic()
+        missing = result
+        transport._overdue(start, now, lambda: [_Awaited(p, what) for p in missing])
+        if transport._busy():
+            if transport._progress():
+                last = now
+            pause(now - last, SPIN_SECONDS)
+            result = board.wait(0.0)
+        else:
+            half = start + transport.timeout / 2
+            mark = half if now < half else start + transport.timeout + 1e-3
+            result = board.wait(max(mark - now, 0.0))
+
+
+def exchange(transport, values: np.ndarray) -> np.ndarray:
+    """Allgather one int64 row (at most 30 values) through the board."""
+    table = np.empty((transport.size, values.size), dtype=np.int64)
+    start = time.monotonic()
+    busy = transport._busy()
+    result = transport.board.exchange(values, table, 0.0 if busy else transport.timeout / 2)
+    if isinstance(result, tuple):
+        _wait(transport, result, "metadata", start)
+        transport.board.table(table)
+    return table
+
+
+def allreduce(transport, x: np.ndarray, row: bytes, kind: int, op: int) -> int:
+    """Post x and its check row, wait for every rank, reduce: DONE, ROWS_DIFFER or NO_DATA."""
+    start = time.monotonic()
+    result = transport.board.allreduce(x, row, kind, op, transport.timeout / 2)
+    if isinstance(result, tuple):
+        _wait(transport, result, "allreduce", start)
+        result = transport.board.finish(x, kind, op)
+    return result
+
+
+def table(transport, words: int) -> np.ndarray:
+    """Every rank's row of the latest post (after ROWS_DIFFER)."""
+    out = np.empty((transport.size, words), dtype=np.int64)
+    transport.board.table(out)
+    return out
