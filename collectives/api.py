@@ -208,13 +208,13 @@ def _plan(algorithm, op, dtype: np.dtype):
 def _on_board(x: np.ndarray, op, algorithm, comm) -> bool:
     """A small `oneshot` allreduce (or an `auto` one whose pick is oneshot) on a communicator
     whose ranks all share this node: done in one C call (transport/board.py), the metadata
-    check riding on it. False: take the general path."""
+    check riding on it. False: take the general path (nothing was posted)."""
     if (algorithm != "oneshot" and algorithm != "auto") or type(op) is not str:
         return False
     comm = communicator(comm)
     transport = comm.transport
-    if getattr(transport, "board", None) is None or x.nbytes > board.CAPACITY or \
-            not x.flags.c_contiguous or not x.flags.writeable:
+    chip = getattr(transport, "board", None)
+    if chip is None:
         return False
     key = (algorithm, op, x.dtype, CHANGES[0])
     plan = _plans.get(key, False)
@@ -222,19 +222,30 @@ def _on_board(x: np.ndarray, op, algorithm, comm) -> bool:
         plan = _plans[key] = _plan(algorithm, op, x.dtype)
     if plan is None:
         return False
-    if algorithm == "auto":
-        from topology import auto
-        if auto.agreed_pick(transport, comm.size, comm.rank, x.nbytes, x.itemsize) != "oneshot":
-            return False
-    transport._usable()
+    if algorithm == "auto" and _auto_pick(transport, comm, x) != "oneshot":
+        return False
     transport.begin("allreduce", lambda: _call_detail(algorithm, x.size, x.dtype.name))
-    verdict = board.allreduce(transport, x, *plan)
+    verdict = chip.allreduce(x, *plan, transport.timeout / 2)
+    if verdict.__class__ is tuple:                # ranks missing at half the timeout
+        verdict = board.finish(transport, verdict, x, *plan)
+    if verdict == board.NOT_ELIGIBLE:              # strided, read-only or too large: posted
+        return False                               # nothing, the general path says why
     if verdict == board.ROWS_DIFFER:
         explain(board.table(transport, len(plan[0]) // 8), "allreduce", comm.rank)
     if verdict == board.NO_DATA:       # another rank took the Python path: so does this one
         _run("allreduce", x, op=op, algorithm=algorithm, comm=comm, root=0, check=False,
              segment_bytes=None)
     return True
+
+
+def _auto_pick(transport, comm, x) -> str | None:
+    global _auto
+    if _auto is None:
+        from topology import auto as _auto
+    return _auto.agreed_pick(transport, comm.size, comm.rank, x.nbytes, x.itemsize)
+
+
+_auto = None
 
 
 def reduce_scatter(buf, op="sum", algorithm="ring", comm=None, *, check=None,

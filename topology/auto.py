@@ -133,12 +133,22 @@ def _pick(parameters: tuple, ranks: int, rank: int, nbytes: int, itemsize: int) 
 
 
 def agreed_pick(transport, ranks: int, rank: int, nbytes: int, itemsize: int) -> str | None:
-    """What `allreduce` would run on this transport, with no exchange: None until the
-    parameters have been agreed there (by a first call through the general path)."""
-    parameters = _parameters.get(transport)
-    if parameters is None:
-        return None
-    return _pick(parameters, ranks, rank, nbytes, itemsize)
+    """What `allreduce` would run on this transport, with no exchange (the board's fast
+    path): None until the parameters have been agreed there by a call on the general path.
+    Picks are kept on the transport itself ({(nbytes, itemsize): (name, reason)}), so they
+    go with it."""
+    picks = getattr(transport, "auto_picks", None)
+    if picks is None:
+        if transport not in _parameters:
+            return None
+        picks = transport.auto_picks = {}
+    choice = picks.get((nbytes, itemsize))
+    if choice is None:
+        name = _pick(_parameters[transport], ranks, rank, nbytes, itemsize)
+        choice = picks[(nbytes, itemsize)] = (name, last_choice["reason"])
+    elif last_choice.get("reason") is not choice[1]:
+        last_choice.update(algorithm=choice[0], reason=choice[1])
+    return choice[0]
 
 
 def allreduce(x: np.ndarray, ctx) -> None:

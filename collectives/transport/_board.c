@@ -275,7 +275,8 @@ static PyObject *Board_table(Board *self, PyObject *const *args, Py_ssize_t narg
 /* allreduce(x, row, kind, op, seconds): post row and x's bytes, wait for every rank, and if
  * every rank posted the same row and its data, reduce all of it into x in rank order.
  * Returns 0 (done), 1 (rows differ: see table()), 2 (some rank posted no data: run the
- * Python path), or the tuple of ranks missing when `seconds` pass (then wait(), finish()). */
+ * Python path), 3 (x is strided, read-only or larger than a slot: nothing was posted), or
+ * the tuple of ranks missing when `seconds` pass (then wait(), finish()). */
 static PyObject *Board_allreduce(Board *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_buffer x, row;
     if (nargs != 5) { PyErr_SetString(PyExc_TypeError, "allreduce(x, row, kind, op, seconds)"); return NULL; }
@@ -286,11 +287,13 @@ static PyObject *Board_allreduce(Board *self, PyObject *const *args, Py_ssize_t 
         PyErr_SetString(PyExc_ValueError, "board.allreduce: bad kind or op");
         return NULL;
     }
-    if (PyObject_GetBuffer(args[0], &x, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) return NULL;
+    if (PyObject_GetBuffer(args[0], &x, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+        PyErr_Clear();
+        return PyLong_FromLong(3);
+    }
     if (x.len > self->capacity || x.len % ITEMSIZE[kind]) {
         PyBuffer_Release(&x);
-        PyErr_SetString(PyExc_ValueError, "board.allreduce: buffer too large or not whole items");
-        return NULL;
+        return PyLong_FromLong(3);
     }
     if (words_of(args[1], &row) < 0) { PyBuffer_Release(&x); return NULL; }
     post(self, row.buf, (int)(row.len / 8), x.buf, x.len, 1, 1, x.len / ITEMSIZE[kind]);

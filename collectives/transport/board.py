@@ -56,7 +56,7 @@ KINDS = {np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.int8): 2,
          np.dtype(np.uint8): 3, np.dtype(np.int32): 4, np.dtype(np.int64): 5}
 OPS = {"sum": 0, "prod": 1, "max": 2, "min": 3, "avg": 4}
 MAX_VALUES = 30                         # int64 values in a row
-DONE, ROWS_DIFFER, NO_DATA = 0, 1, 2
+DONE, ROWS_DIFFER, NO_DATA, NOT_ELIGIBLE = 0, 1, 2, 3
 SPIN_SECONDS = 20e-6
 
 
@@ -112,14 +112,11 @@ def exchange(transport, values: np.ndarray) -> np.ndarray:
     return table
 
 
-def allreduce(transport, x: np.ndarray, row: bytes, kind: int, op: int) -> int:
-    """Post x and its check row, wait for every rank, reduce: DONE, ROWS_DIFFER or NO_DATA."""
-    start = time.monotonic()
-    result = transport.board.allreduce(x, row, kind, op, transport.timeout / 2)
-    if isinstance(result, tuple):
-        _wait(transport, result, "allreduce", start)
-        result = transport.board.finish(x, kind, op)
-    return result
+def finish(transport, missing: tuple, x: np.ndarray, row: bytes, kind: int, op: int) -> int:
+    """An allreduce whose C call returned `missing` at half the timeout: warn, wait out the
+    rest (PeerTimeout past it), then compare and reduce: DONE, ROWS_DIFFER or NO_DATA."""
+    _wait(transport, missing, "allreduce", time.monotonic() - transport.timeout / 2)
+    return transport.board.finish(x, kind, op)
 
 
 def table(transport, words: int) -> np.ndarray:
