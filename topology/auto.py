@@ -36,8 +36,9 @@ from collectives import ALGORITHMS
 log = logging.getLogger("ringps.auto")
 NAME = "auto"
 TERMS = ("latency", "bytes", "reduce", "overhead")      # in calibrate.coefficients' order
-_parameters = weakref.WeakKeyDictionary()   # transport -> (alpha, beta, gamma, overhead,
-                                             #   calibrated, cores, core_share)
+_parameters = weakref.WeakKeyDictionary()   # transport -> ((alpha, beta, gamma, overhead,
+                                             #   calibrated, cores, core_share), picks:
+                                             #   {(nbytes, itemsize): (name, reason)})
 _choices: dict = {}             # (parameters, ranks, nbytes, itemsize) -> (name, reason)
 _logged: set = set()            # (ranks, size class) already logged
 last_choice: dict = {}
@@ -111,9 +112,9 @@ def _agreed_parameters(transport) -> tuple:
         mine[:len(stored)] = stored
         table = transport.exchange(mine.view(np.int64)).view(np.float64)
         alpha, beta, gamma, overhead, calibrated, cores, share = table[0]
-        _parameters[key] = (float(alpha), float(beta), float(gamma), float(overhead),
-                            bool(calibrated), int(cores), float(share))
-    return _parameters[key]
+        _parameters[key] = ((float(alpha), float(beta), float(gamma), float(overhead),
+                             bool(calibrated), int(cores), float(share)), {})
+    return _parameters[key][0]
 
 
 def size_class(nbytes: int) -> int:
@@ -134,17 +135,14 @@ def _pick(parameters: tuple, ranks: int, rank: int, nbytes: int, itemsize: int) 
 
 def agreed_pick(transport, ranks: int, rank: int, nbytes: int, itemsize: int) -> str | None:
     """What `allreduce` would run on this transport, with no exchange (the board's fast
-    path): None until the parameters have been agreed there by a call on the general path.
-    Picks are kept on the transport itself ({(nbytes, itemsize): (name, reason)}), so they
-    go with it."""
-    picks = getattr(transport, "auto_picks", None)
-    if picks is None:
-        if transport not in _parameters:
-            return None
-        picks = transport.auto_picks = {}
+    path): None until the parameters have been agreed there by a call on the general path."""
+    agreed = _parameters.get(transport)
+    if agreed is None:
+        return None
+    parameters, picks = agreed
     choice = picks.get((nbytes, itemsize))
     if choice is None:
-        name = _pick(_parameters[transport], ranks, rank, nbytes, itemsize)
+        name = _pick(parameters, ranks, rank, nbytes, itemsize)
         choice = picks[(nbytes, itemsize)] = (name, last_choice["reason"])
     elif last_choice.get("reason") is not choice[1]:
         last_choice.update(algorithm=choice[0], reason=choice[1])

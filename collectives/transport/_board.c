@@ -21,7 +21,7 @@
 #define MAX_VALUES (HEADER_WORDS - 2)
 #define HEADER_BYTES (HEADER_WORDS * 8)
 #define DATA_AT (LINE + 2 * HEADER_BYTES)  /* data slot 0, then data slot 1 */
-#define SPIN_NS 20000LL                  /* spin this long, then yield the core */
+#define SPIN_NS 20000LL                  /* by default spin this long, then yield the core */
 #define YIELD_NS 2000000LL               /* yield this long, then sleep (as base.pause) */
 
 enum { F32, F64, I8, U8, I32, I64, KINDS };
@@ -34,6 +34,7 @@ typedef struct {
     int size, rank;
     Py_ssize_t capacity;    /* bytes in one data slot */
     int64_t seq;            /* posts so far */
+    int64_t spin_ns;        /* spin this long before yielding (0: more ranks than cores) */
 } Board;
 
 static int64_t now_ns(void) {
@@ -81,7 +82,7 @@ static int wait_all(const Board *b, double seconds) {
             if (nap > 1000000) nap = 1000000;
             struct timespec t = {0, (long)nap};
             nanosleep(&t, NULL);
-        } else if (idle > SPIN_NS) {
+        } else if (idle >= b->spin_ns) {
             sched_yield();
         } else {
             for (int i = 0; i < 32; i++) cpu_relax();
@@ -180,7 +181,8 @@ static int Board_init(Board *self, PyObject *args, PyObject *kw) {
     PyObject *addresses;
     int rank;
     Py_ssize_t capacity;
-    if (!PyArg_ParseTuple(args, "Oin", &addresses, &rank, &capacity)) return -1;
+    double spin = SPIN_NS * 1e-9;
+    if (!PyArg_ParseTuple(args, "Oin|d", &addresses, &rank, &capacity, &spin)) return -1;
     PyObject *seq = PySequence_Fast(addresses, "addresses must be a sequence");
     if (!seq) return -1;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
@@ -199,6 +201,7 @@ static int Board_init(Board *self, PyObject *args, PyObject *kw) {
     self->size = (int)n;
     self->rank = rank;
     self->capacity = capacity;
+    self->spin_ns = (int64_t)(spin * 1e9);
     self->seq = *seq_word(self, rank);
     return 0;
 }
@@ -358,7 +361,7 @@ static PyTypeObject BoardType = {
     .tp_name = "collectives.transport._board.Board",
     .tp_basicsize = sizeof(Board),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Board(addresses, rank, capacity): every rank's board, mapped here",
+    .tp_doc = "Board(addresses, rank, capacity, spin=20e-6): every rank's board, mapped here",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Board_init,
     .tp_dealloc = (destructor)Board_dealloc,

@@ -43,7 +43,7 @@ import time
 
 import numpy as np
 
-from .base import Request, pause
+from .base import Request, pause, spin_budget
 
 try:
     from . import _board
@@ -66,8 +66,12 @@ def nbytes() -> int:
 
 
 def attach(addresses: list[int], rank: int):
-    """The board over every rank's mapped board (addresses in rank order), or None."""
-    return None if _board is None else _board.Board(addresses, rank, CAPACITY)
+    """The board over every rank's mapped board (addresses in rank order), or None. With
+    more ranks than this process's cores a wait yields at once instead of spinning first: a
+    peer that is not running cannot post until someone gives up a core."""
+    if _board is None:
+        return None
+    return _board.Board(addresses, rank, CAPACITY, spin_budget(len(addresses), SPIN_SECONDS))
 
 
 class _Awaited(Request):
@@ -92,7 +96,7 @@ def _wait(transport, result, what: str, start: float) -> None:
         if transport._busy():
             if transport._progress():
                 last = now
-            pause(now - last, SPIN_SECONDS)
+            pause(now - last, transport.spin)
             result = board.wait(0.0)
         else:
             half = start + transport.timeout / 2

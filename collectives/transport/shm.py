@@ -95,7 +95,7 @@ import numpy as np
 
 from .. import watchdog
 from . import board
-from .base import Request, Transport, pause
+from .base import Request, Transport, pause, spin_budget
 
 LINE = 64                           # bytes: one cache line, one flag
 WORDS = LINE // 8
@@ -323,6 +323,7 @@ class ShmTransport(Transport):
         self.cma = cma                               # may read peers' private memory
         self.cma_scratch = np.empty(CMA_PIECE, np.uint8) if cma else None
         self.stats = {"copied": 0, "referenced": 0, "received": 0, "cma": 0}   # bytes
+        self.spin = spin_budget(len(self.peers) + 1, SPIN_SECONDS)   # before a wait yields
         self.board = None             # every rank on this node: small calls in one C call
         if use_board and len(self.peers) == self.size - 1:
             at = layout["board"]
@@ -727,7 +728,7 @@ class ShmTransport(Transport):
             if moved:
                 last = now
             else:
-                pause(now - last, SPIN_SECONDS)
+                pause(now - last, self.spin)
             self._overdue(start, now, lambda: [r for r in mine + others if not r.done])
 
     def test(self, requests: Sequence[Request]) -> bool:
