@@ -113,7 +113,8 @@ def calibration_section(rows: list[dict], folder, say=print, store=None,
         ranks, nbytes = int(r["ranks"]), int(r["bytes"])
         collective = r.get("collective", "allreduce")
         model = float(calibrate.coefficients(r["algo"], ranks, nbytes, collective,
-                                             cores=fit.cores, core_share=fit.core_share)
+                                             calibrate._itemsize(r), cores=fit.cores,
+                                             core_share=fit.core_share, board=True)
                       @ fit.terms())
         points.append({"algo": calibrate._label(r), "preset": "local", "ranks": ranks,
                        "bytes": nbytes, "seconds": model,
@@ -125,6 +126,8 @@ def calibration_section(rows: list[dict], folder, say=print, store=None,
         f" (auto and the local preset read it with RINGPS_LOCAL_TOPOLOGY={path})"
     text = (f"alpha {fit.alpha * 1e6:.2f} us, beta {fit.beta / 1e9:.2f} GB/s, gamma "
             f"{fit.gamma * 1e9:.3f} ns/B, overhead {fit.overhead * 1e6:.2f} us per message, "
+            f"board {fit.board * 1e6:.2f} us per post (a oneshot of up to 256 KB in one C "
+            f"call), "
             f"ranks sharing {fit.cores} cores (taking turns, they get {fit.core_share:.0%} of "
             f"them: the share whose fit orders the strategies measured side by side most "
             f"like the machine), from {fit.points} measured rows; stored in {path}{reads}. Relative error of the "

@@ -19,6 +19,11 @@ needs only ranks below it), so this cannot deadlock on any transport.
 Cost, as the model charges it (the Exchange below): one step, so alpha once; every rank
 posts n-1 sends and takes n-1 messages, 2(n-1) * o at the busiest endpoint; (n-1) * S/B on
 each rank's link: alpha + 2(n-1)o + (n-1)S/B.
+
+On the board (every rank on one node, S <= 256 KB, a dtype with a C kernel: api._on_board
+and transport/board.py) the same step runs whole in one C call: each rank copies x into its
+board (the one publish), then reduces the n copies in rank order. The model charges it one
+`board` post instead of alpha + 2(n-1)o (calibrate.coefficients): board + (n-1)S/B.
 """
 from __future__ import annotations
 

@@ -326,3 +326,69 @@ def test_auto_picks_what_the_formulas_say(ranks, nbytes, parameters, expected):
     assert reason.startswith(f"{name} {expected[name] * 1e3:.3g} ms (")
     assert "predicted fastest" in reason and all(n in reason for n in totals)
     assert "auto" not in auto.candidates() and {"ring", "rhd"} <= set(auto.candidates())
+
+
+@pytest.mark.parametrize("ranks,nbytes,itemsize,cores,share,terms", [
+    # oneshot on the board: no alpha, no overhead, one post; bytes and reduce from the
+    # schedule: (n-1)S over each rank's link, (n-1)S reduced per rank
+    (4, 4096, 4, 0, 1.0, (0, 3 * 4096, 3 * 4096, 0, 1)),
+    (2, 256 << 10, 8, 0, 1.0, (0, 256 << 10, 256 << 10, 0, 1)),     # the largest post
+    # 4 ranks on 2 cores getting 80% of them: 4 x 3S arrive and are reduced over 1.6 cores,
+    # and each rank waits 4 / 1.6 = 2.5 turns for the post
+    (4, 4096, 4, 2, 0.8, (0, 12 * 4096 / 1.6, 12 * 4096 / 1.6, 0, 2.5)),
+    # off the board (too large, or float16 with no C kernel): the Python path's schedule,
+    # alpha once and 2(n-1) messages, and no board term
+    (4, (256 << 10) + 4, 4, 0, 1.0, (1, 3 * ((256 << 10) + 4), 3 * ((256 << 10) + 4), 6, 0)),
+    (4, 4096, 2, 0, 1.0, (1, 3 * 4096, 3 * 4096, 6, 0)),
+])
+def test_oneshot_on_the_board_is_one_post(ranks, nbytes, itemsize, cores, share, terms):
+    from topology import calibrate
+    got = calibrate.coefficients("oneshot", ranks, nbytes, itemsize=itemsize, cores=cores,
+                                 core_share=share, board=True)
+    assert tuple(got) == pytest.approx(terms, rel=1e-9)
+    ring = calibrate.coefficients("ring", ranks, nbytes, itemsize=itemsize, board=True)
+    assert ring[4] == 0 and ring[0] == 2 * (ranks - 1)      # other algorithms: no board
+
+
+def test_calibration_recovers_the_board_term():
+    from topology import calibrate
+    truth = (30e-6, 4e9, 0.3e-9, 5e-6, 2e-6)
+    rows = []
+    cases = [("allreduce", a) for a in ("root", "blocked", "ring", "oneshot")] + \
+        [("broadcast", "direct")]
+    for collective, algo in cases:
+        for ranks in (2, 3, 4):
+            for nbytes in (4096, 64 << 10, 1 << 20):
+                c = calibrate.coefficients(algo, ranks, nbytes, collective, cores=2,
+                                           board=True)
+                seconds = c[0] * truth[0] + c[1] / truth[1] + c[2] * truth[2] + \
+                    c[3] * truth[3] + c[4] * truth[4]
+                rows.append({"collective": collective, "algo": algo, "ranks": ranks,
+                             "bytes": nbytes, "time_us": seconds * 1e6, "dtype": "float32"})
+    fit = calibrate.fit(rows, cores=2)
+    assert fit.board == pytest.approx(truth[4], rel=1e-3)
+    assert fit.alpha == pytest.approx(truth[0], rel=1e-3)
+    assert fit.overhead == pytest.approx(truth[3], rel=1e-3)
+    assert fit.parameters()[7] == fit.board
+    without = calibrate.fit([r for r in rows if r["algo"] != "oneshot"], cores=2)
+    assert without.board == 0.0                  # no row ran on the board: nothing to fit
+
+
+def test_auto_prices_the_board_only_where_the_parameters_have_one():
+    """alpha = o = 10 us, bytes and reductions free, 4 ranks, 8 bytes. Python path: oneshot
+    alpha + 6o = 70 us against root's 2(alpha + 3o) = 80 us. A board post of 3 us makes
+    oneshot 3 us; a dear one (100 us) hands small calls to root, and at 512 KB (off the
+    board) oneshot is priced as its schedule again."""
+    from topology import auto
+    base = (1e-5, 1e30, 0.0, 1e-5, True, 0, 1.0)
+    python_path = {n: sum(p.values()) for n, p in auto.predictions(4, 8, base).items()}
+    assert python_path["oneshot"] == pytest.approx(70e-6) and \
+        python_path["root"] == pytest.approx(80e-6)
+    cheap = {n: sum(p.values()) for n, p in auto.predictions(4, 8, base + (3e-6,)).items()}
+    assert cheap["oneshot"] == pytest.approx(3e-6) and cheap["root"] == pytest.approx(80e-6)
+    assert auto.choose(4, 8, base + (3e-6,))[0] == "oneshot"
+    assert auto.choose(4, 8, base + (100e-6,))[0] == "root"
+    large = {n: sum(p.values()) for n, p in
+             auto.predictions(4, 512 << 10, base + (100e-6,)).items()}
+    assert large["oneshot"] == pytest.approx(70e-6)
+    assert "board 0.003" in auto.choose(4, 8, base + (3e-6,))[1]

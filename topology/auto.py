@@ -10,9 +10,14 @@ split into the model's terms, read off its own schedule (calibrate.coefficients)
     overhead  o        x  messages at the busiest endpoint, summed over steps
     bytes     1/beta   x  bytes over the busiest link, summed over steps
     reduce    gamma    x  bytes reduced at the busiest endpoint, summed over steps
+    board     board    x  1 for a call that runs whole on the shared-memory board (a oneshot
+                          of up to 256 KB: calibrate.on_board), instead of its latency and
+                          overhead; times ranks / (cores x share) where they outnumber cores
 
 where, with more ranks than the calibration's cores, "the busiest endpoint" of a step is at
-least all endpoints' total over the cores (model.py): ranks that all work take turns.
+least all endpoints' total over the cores (model.py): ranks that all work take turns. The
+board term is in the model only where the transport has a board (every rank on one node,
+the C part built) and the parameters carry one.
 
 and the reason for a choice names the winner's and the runner-up's terms, so a pick can be
 traced to lines of their schedules. All ranks must pick the same algorithm, so the
@@ -35,7 +40,7 @@ from collectives import ALGORITHMS
 
 log = logging.getLogger("ringps.auto")
 NAME = "auto"
-TERMS = ("latency", "bytes", "reduce", "overhead")      # in calibrate.coefficients' order
+TERMS = ("latency", "bytes", "reduce", "overhead", "board")   # calibrate.coefficients' order
 _parameters = weakref.WeakKeyDictionary()   # transport -> ((alpha, beta, gamma, overhead,
                                              #   calibrated, cores, core_share), picks:
                                              #   {(nbytes, itemsize): (name, reason)})
@@ -55,7 +60,7 @@ def stored_parameters() -> tuple:
     from .calibrate import load_parameters
     p = load_parameters()
     return (p["alpha"], p["beta"], p["gamma"], p["overhead"], p["calibrated"], p["cores"],
-            p["core_share"])
+            p["core_share"], p["board"])
 
 
 def core_budget(parameters: tuple) -> tuple[int, float]:
@@ -65,29 +70,38 @@ def core_budget(parameters: tuple) -> tuple[int, float]:
             float(parameters[6]) if len(parameters) > 6 else 1.0)
 
 
+def board_term(parameters: tuple) -> float | None:
+    """Seconds per board post in a parameter tuple, or None where it has none (no board)."""
+    return float(parameters[7]) if len(parameters) > 7 and parameters[7] >= 0 else None
+
+
 def predictions(ranks: int, nbytes: int, parameters: tuple,
                 itemsize: int = 4) -> dict[str, dict[str, float]]:
     """{algorithm: {term: seconds}} on the local model with these parameters (alpha, beta,
-    gamma, overhead, calibrated[, cores[, core_share]]), for nbytes of `itemsize`-byte elements (which
-    decides how many chunks have bytes at all)."""
+    gamma, overhead, calibrated[, cores[, core_share[, board]]]), for nbytes of
+    `itemsize`-byte elements (which decides how many chunks have bytes at all)."""
     from .calibrate import coefficients
     alpha, beta, gamma, overhead = parameters[:4]
-    terms = np.array([alpha, 1 / beta, gamma, overhead])
+    board = board_term(parameters)
+    terms = np.array([alpha, 1 / beta, gamma, overhead] + ([board] if board is not None else []))
     cores, share = core_budget(parameters)
     return {name: dict(zip(TERMS, coefficients(name, ranks, nbytes, itemsize=itemsize,
-                                               cores=cores, core_share=share) * terms))
+                                               cores=cores, core_share=share,
+                                               board=board is not None) * terms))
             for name in candidates()}
 
 
 def _terms(name: str, parts: dict[str, float]) -> str:
-    said = " + ".join(f"{term} {parts[term] * 1e3:.3g}" for term in TERMS if parts[term] > 0)
+    said = " + ".join(f"{term} {parts[term] * 1e3:.3g}" for term in TERMS
+                      if parts.get(term, 0) > 0)
     return f"{name} {sum(parts.values()) * 1e3:.3g} ms ({said or 'nothing to move'})"
 
 
 def choose(ranks: int, nbytes: int, parameters=None, itemsize: int = 4) -> tuple[str, str]:
     """(algorithm, reason) the model prefers for an allreduce of nbytes on ranks."""
     parameters = stored_parameters() if parameters is None else parameters
-    key = (*parameters[:4], *core_budget(parameters), ranks, nbytes, itemsize)
+    key = (*parameters[:4], *core_budget(parameters), board_term(parameters), ranks, nbytes,
+           itemsize)
     if key not in _choices:
         predicted = predictions(ranks, nbytes, parameters, itemsize)
         total = {name: sum(parts.values()) for name, parts in predicted.items()}
@@ -104,16 +118,19 @@ def choose(ranks: int, nbytes: int, parameters=None, itemsize: int = 4) -> tuple
 
 def _agreed_parameters(transport) -> tuple:
     """Rank 0's model parameters, shared with every rank once per transport (held weakly,
-    keyed by the transport itself)."""
+    keyed by the transport itself); without a board there (ranks on several nodes, or the C
+    part not built) the board term is left out, so oneshot is priced as its schedule says."""
     key = transport         # not id(): a new transport at a dead one's address would skip
     if key not in _parameters:      # the exchange on some ranks only, and the job would hang
-        mine = np.array([0, 0, 0, 0, 0, 0, 1.0])   # a 5-tuple has no core budget
+        mine = np.array([0, 0, 0, 0, 0, 0, 1.0, -1.0])   # a 5-tuple: no core budget, no board
         stored = [float(v) for v in stored_parameters()]
         mine[:len(stored)] = stored
+        if getattr(transport, "board", None) is None:
+            mine[7] = -1.0
         table = transport.exchange(mine.view(np.int64)).view(np.float64)
-        alpha, beta, gamma, overhead, calibrated, cores, share = table[0]
+        alpha, beta, gamma, overhead, calibrated, cores, share, board = table[0]
         _parameters[key] = ((float(alpha), float(beta), float(gamma), float(overhead),
-                             bool(calibrated), int(cores), float(share)), {})
+                             bool(calibrated), int(cores), float(share), float(board)), {})
     return _parameters[key][0]
 
 

@@ -12,8 +12,10 @@ so the share of the cores they get (`core_share`, 1 = all) is fitted too: of SHA
 one whose fit puts the fewest pairs of strategies measured in the same cell in the wrong
 order (pairs more than ORDER_MARGIN apart; what `auto` needs of the model), then the one
 with the least error. Under the closed-form evaluator an algorithm's time
-is linear in (alpha, 1/beta, gamma, overhead), with coefficients read off its own schedule,
-so fitting the four to bench's measured rows is a least-squares problem (non-negative,
+is linear in (alpha, 1/beta, gamma, overhead), with coefficients read off its own schedule;
+a small oneshot runs whole on the shared-memory board in one C call, so instead of alpha and
+overheads it costs one `board` post (times the turns ranks take when they outnumber the
+cores), a fifth term. Fitting the five to bench's measured rows is a least-squares problem (non-negative,
 relative error). The fit says how good it is (median and worst error per algorithm and size
 band, against TARGETS) and is written to a JSON file that `preset("local")` and `auto` load: store_path(), or the
 file `bench calibrate --out` names.
@@ -33,7 +35,7 @@ from .model import Link, Topology, TopologyError, closed_form
 
 HUGE = 1e30
 DEFAULT = {"alpha": 20e-6, "beta": 2e9, "gamma": 0.2e-9,      # a guess until bench calibrates
-           "overhead": 5e-6}
+           "overhead": 5e-6, "board": 3e-6}
 BANDS = (("< 64K", 0, 1 << 16), (">= 64K", 1 << 16, float("inf")))    # message sizes
 TARGETS = {"< 64K": 0.50, ">= 64K": 0.25}     # the error a calibration should stay within
 SHARES = tuple(round(1.0 - 0.05 * k, 2) for k in range(13))     # core_share tried: 1 .. 0.4
@@ -71,20 +73,47 @@ def _unit_topologies(ranks: int, cores: int, share: float) -> list[Topology]:
             local_topology(ranks, 0.0, HUGE, 0.0, 1.0, cores, share)]
 
 
+def on_board(algo: str, ranks: int, nbytes: int, itemsize: int = 4,
+             collective: str = "allreduce") -> bool:
+    """Whether this call runs whole on the shared-memory board (transport/board.py) when
+    every rank shares the node: a oneshot allreduce of up to board.CAPACITY bytes, of a
+    dtype with a C kernel (1-, 4- and 8-byte items: int8/uint8, float32/int32,
+    float64/int64; 2-byte float16/bfloat16 take the Python path)."""
+    from collectives.transport import board
+    return (collective == "allreduce" and algo == "oneshot" and ranks > 1
+            and nbytes <= board.CAPACITY and itemsize in (1, 4, 8))
+
+
+def turns(ranks: int, cores: int, core_share: float) -> float:
+    """How many times over one core each rank waits for the others' turn: ranks over the
+    cores they get where they outnumber them, else 1."""
+    return ranks / (cores * core_share) if cores and ranks > cores else 1.0
+
+
 def coefficients(algo: str, ranks: int, nbytes: int, collective: str = "allreduce",
-                 itemsize: int = 4, cores: int = 0, core_share: float = 1.0) -> np.ndarray:
+                 itemsize: int = 4, cores: int = 0, core_share: float = 1.0,
+                 board: bool = False) -> np.ndarray:
     """(a, b, c, d) with closed-form time = a*alpha + b/beta + c*gamma + d*overhead for this
     algorithm on nbytes of `itemsize`-byte elements, its ranks sharing `cores` CPUs (0: as
     many as they need; `core_share` of them when they take turns): its own schedule priced
-    once per term (each term's price is linear in it, the core bound included)."""
+    once per term (each term's price is linear in it, the core bound included).
+
+    board=True: the local machine's board is in the model, and a fifth coefficient e prices
+    it (time += e*board). A call that runs on the board (on_board) is one post: no alpha and
+    no per-message overhead (a = d = 0), e = turns(ranks, cores, core_share); its bytes and
+    reductions are its schedule's, as on the Python path. Every other call: e = 0."""
     from collectives import COLLECTIVES
     count = nbytes // itemsize
     if collective == "allreduce":
         schedule = schedule_for(algo, ranks, count, itemsize)
     else:
         schedule = COLLECTIVES[collective].schedule(algo, ranks, count, itemsize)
-    return np.array([closed_form(t, schedule, ranks)
-                     for t in _unit_topologies(ranks, cores, core_share)])
+    terms = [closed_form(t, schedule, ranks) for t in _unit_topologies(ranks, cores, core_share)]
+    if not board:
+        return np.array(terms)
+    if on_board(algo, ranks, nbytes, itemsize, collective):
+        return np.array([0.0, terms[1], terms[2], 0.0, turns(ranks, cores, core_share)])
+    return np.array(terms + [0.0])
 
 
 def _nnls(A: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -110,25 +139,26 @@ class Calibration:
     points: int
     cores: int = 0          # CPUs the measured ranks shared (0: not bounded)
     core_share: float = 1.0  # the share of them ranks taking turns got (fitted)
+    board: float = 0.0      # seconds per board post (a small oneshot, all ranks on one node)
 
     def topology(self, ranks: int) -> Topology:
         return local_topology(ranks, self.alpha, self.beta, self.gamma, self.overhead,
                               self.cores, self.core_share)
 
     def terms(self) -> np.ndarray:
-        """The fitted terms in the order of `coefficients`."""
-        return np.array([self.alpha, 1 / self.beta, self.gamma, self.overhead])
+        """The fitted terms in the order of `coefficients(..., board=True)`."""
+        return np.array([self.alpha, 1 / self.beta, self.gamma, self.overhead, self.board])
 
     def to_dict(self) -> dict:
         return {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma,
-                "overhead": self.overhead, "cores": self.cores, "core_share": self.core_share,
-                "errors": self.errors, "points": self.points}
+                "overhead": self.overhead, "board": self.board, "cores": self.cores,
+                "core_share": self.core_share, "errors": self.errors, "points": self.points}
 
     def parameters(self) -> tuple:
         """What auto.choose takes: (alpha, beta, gamma, overhead, calibrated, cores,
-        core_share)."""
+        core_share, board)."""
         return (self.alpha, self.beta, self.gamma, self.overhead, True, self.cores,
-                self.core_share)
+                self.core_share, self.board)
 
 
 def usable_rows(rows: list[dict]) -> list[dict]:
@@ -166,18 +196,27 @@ def fit(rows: list[dict], cores: int | None = None) -> Calibration:
     best = None
     for share in SHARES if crowded else (1.0,):
         A = np.array([coefficients(r["algo"], int(r["ranks"]), int(r["bytes"]),
-                                   r.get("collective", "allreduce"), cores=cores,
-                                   core_share=share) for r in usable])
+                                   r.get("collective", "allreduce"), _itemsize(r), cores=cores,
+                                   core_share=share, board=True) for r in usable])
         x = _fit_terms(A / y[:, None])                    # minimise relative error
         predicted = A @ x
         score = (misordered(usable, predicted, y), float(np.sum((predicted / y - 1.0) ** 2)))
         if best is None or score < best[0]:
             best = (score, share, A, x)
     _, share, A, x = best
-    alpha, inverse_beta, gamma, overhead = x
+    alpha, inverse_beta, gamma, overhead, board = x
     return Calibration(float(alpha), 1.0 / inverse_beta if inverse_beta > 0 else HUGE,
                        float(gamma), float(overhead), _errors(usable, A @ x, y), len(usable),
-                       cores, share)
+                       cores, share, float(board))
+
+
+_ITEMSIZES = {"int8": 1, "uint8": 1, "float16": 2, "bfloat16": 2, "float32": 4, "int32": 4,
+              "float64": 8, "int64": 8}
+
+
+def _itemsize(row: dict) -> int:
+    """Bytes per element of a bench row (its `dtype` column; float32 where it has none)."""
+    return _ITEMSIZES.get(row.get("dtype") or "float32", 4)
 
 
 def misordered(rows: list[dict], predicted: np.ndarray, measured: np.ndarray) -> int:
@@ -194,12 +233,12 @@ def misordered(rows: list[dict], predicted: np.ndarray, measured: np.ndarray) ->
 
 
 def _fit_terms(weighted: np.ndarray) -> np.ndarray:
-    """Non-negative (alpha, 1/beta, gamma, overhead) with weighted @ x nearest all ones;
-    terms the rows cannot tell apart stay 0."""
+    """Non-negative (alpha, 1/beta, gamma, overhead, board) with weighted @ x nearest all
+    ones; terms the rows cannot tell apart stay 0 (board: no row ran on the board)."""
     tol = 1e-9 * np.abs(weighted).max()
-    x = np.zeros(4)
-    free = [0, 1, 2, 3]
-    if np.linalg.matrix_rank(weighted, tol=tol) < 4:
+    x = np.zeros(weighted.shape[1])
+    free = [i for i in range(weighted.shape[1]) if i != 4 or weighted[:, 4].any()]
+    if np.linalg.matrix_rank(weighted[:, free], tol=tol) < len(free):
         free.remove(2)                                    # gamma: not identifiable here
     if np.linalg.matrix_rank(weighted[:, free], tol=tol) < len(free):
         free.remove(3)                                    # one kind of step: no overhead
@@ -278,6 +317,7 @@ def load_parameters() -> dict:
         found["overhead"] = float(data.get("overhead", 0.0))      # older files: none fitted
         found["cores"] = int(data.get("cores", 0))                # ... and no core budget
         found["core_share"] = float(data.get("core_share", 1.0))
+        found["board"] = float(data.get("board", DEFAULT["board"]))   # ... and no board fitted
         return {**found, "calibrated": True, "path": str(path)}
     except (OSError, ValueError, KeyError):
         return {**DEFAULT, "cores": machine_cores(), "core_share": 1.0, "calibrated": False,

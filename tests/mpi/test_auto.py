@@ -60,3 +60,26 @@ def test_reasons_logged_once_per_size_class_on_rank_zero(comm, monkeypatch, capl
     else:
         assert said == []
     auto._parameters.clear()
+
+
+def test_board_is_priced_only_where_the_transport_has_one(comm, monkeypatch):
+    """Rank 0's parameters carry a board post of 3 us; a transport without a board (MPI, or
+    ranks on several nodes) leaves it out, so oneshot is priced as its schedule there. With
+    one, a small auto call, after the first, runs on the board (one post per call)."""
+    from collectives.comm import Communicator
+    from collectives.transport import board
+    monkeypatch.setattr(auto, "stored_parameters",
+                        lambda: (1e-5, 1e30, 0.0, 1e-5, True, 0, 1.0, 3e-6))
+    auto._parameters.clear()
+    plain = Communicator(comm.mpi, transport="mpi")
+    assert auto.board_term(auto._agreed_parameters(plain.transport)) is None
+    if comm.size > 1 and board.PROBLEM is None:
+        shm = Communicator(comm.mpi, transport="shm")
+        assert auto.board_term(auto._agreed_parameters(shm.transport)) == 3e-6
+        x = np.ones(5, np.float32)
+        C.allreduce(x, algorithm="auto", comm=shm)
+        seq = shm.transport.board.seq
+        C.allreduce(x, algorithm="auto", comm=shm)
+        assert shm.transport.board.seq == seq + 1 and auto.last_choice["algorithm"] == "oneshot"
+        assert (x == comm.size ** 2).all()
+    auto._parameters.clear()
