@@ -50,6 +50,9 @@ from torch._C._distributed_c10d import _create_work_from_future
 from . import api, fusion, watchdog
 from .registry import ALGORITHMS
 from .torch_args import SIGNATURES, canonical
+from .transport import board
+
+BOARD_DTYPES = {torch.float32, torch.float64, torch.int8, torch.uint8, torch.int32, torch.int64}
 
 NAME = "ringps"
 RedOpType = dist.ReduceOp.RedOpType
@@ -138,6 +141,10 @@ class RingpsProcessGroup(dist.ProcessGroup):
     def _allreduce_one(self, tensor, op: str, factor) -> None:
         if factor is not None:
             tensor.mul_(factor)
+        if tensor.dtype in BOARD_DTYPES and tensor.device.type == "cpu" and \
+                not tensor.requires_grad and tensor.is_contiguous() and \
+                tensor.numel() * tensor.element_size() <= board.CAPACITY:
+            tensor = tensor.numpy()     # a view: a small call can take the board (board.py)
         api.allreduce(tensor, op=op, algorithm=self.algorithm, comm=self.comm)
 
     def allreduce(self, tensors, opts):
