@@ -1,6 +1,10 @@
 """`python -m bench ddp`: one DDP training step (forward, backward with gradient allreduce,
 SGD) of a model big enough that communication matters (default ~21M parameters), timed under
-ringps with each allreduce algorithm and under gloo, in one run on the same ranks."""
+ringps with each allreduce algorithm and under gloo, in one run on the same ranks.
+
+The row `none` is the floor: the same DDP step with a communication hook that moves
+nothing (each bucket's gradients are left as they are), so no backend's step can be faster;
+its ratio to gloo is the most any backend could gain over gloo on this model and machine."""
 from __future__ import annotations
 
 import time
@@ -38,6 +42,17 @@ def time_steps(ddp, comm, steps: int, warmup: int, batch: int) -> float:
     return float(np.median(times))
 
 
+FLOOR = "none"          # the row of a step that communicates nothing
+
+
+def _no_communication(state, bucket):
+    """A DDP communication hook that moves nothing: the bucket comes back as it went in."""
+    import torch
+    future = torch.futures.Future()
+    future.set_result(bucket.buffer())
+    return future
+
+
 def run_ddp(comm, algorithms: list[str], *, width=4096, layers=2, batch=32, steps=5, warmup=2,
             progress=None) -> list[dict]:
     import torch
@@ -48,12 +63,15 @@ def run_ddp(comm, algorithms: list[str], *, width=4096, layers=2, batch=32, step
         dist.init_process_group("ringps")
     groups = [(name, dist.new_group(backend="ringps", pg_options={"algorithm": name}))
               for name in algorithms] + [("gloo", dist.new_group(backend="gloo"))]
+    groups.insert(len(algorithms), (FLOOR, groups[-1][1]))
     rows = []
     for name, group in groups:
         torch.manual_seed(0)
         model = make_model(width, layers)
         params = sum(p.numel() for p in model.parameters())
         ddp = torch.nn.parallel.DistributedDataParallel(model, process_group=group)
+        if name == FLOOR:
+            ddp.register_comm_hook(None, _no_communication)
         seconds = time_steps(ddp, comm, steps, warmup, batch)
         rows.append({"collective": "ddp", "algo": name, "ranks": comm.size, "params": params,
                      "gradient_bytes": params * 4, "step_ms": seconds * 1e3, "steps": steps})

@@ -205,7 +205,7 @@ def scaling_section(comm, args, out: Output, size: int) -> dict:
 def ddp_section(comm, args, out: Output) -> dict:
     from .ddp import run_ddp
     names = algorithms(args, "allreduce")
-    bar = out.progress(len(names) + 1, "ddp")
+    bar = out.progress(len(names) + 2, "ddp")
     rows = run_ddp(comm, names, width=args.width, layers=args.layers, batch=args.batch,
                    steps=args.iters or 5, warmup=args.warmup, progress=bar)
     if bar is not None:
@@ -214,7 +214,8 @@ def ddp_section(comm, args, out: Output) -> dict:
     body = [[r["algo"], f"{r['step_ms']:.1f}", f"{r['ratio_to_gloo']:.2f}", r["params"]]
             for r in rows]
     title = (f"DDP step, {rows[0]['params'] / 1e6:.1f}M parameters, batch {args.batch}/rank, "
-             f"{comm.size} ranks: ringps (each algorithm) vs gloo")
+             f"{comm.size} ranks: ringps (each algorithm) vs gloo; `none` moves no byte (a DDP "
+             f"hook that communicates nothing): the floor no backend can beat")
     out.table(rows, title, headers, body)
     return {"title": "DDP step", "rows": rows, "table": (headers, body), "images": [],
             "name": "ddp", "text": title + "."}

@@ -128,7 +128,7 @@ def test_ddp_step_under_every_algorithm_and_gloo(tmp_path):
                    "--json", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     rows = {r["algo"]: r for r in map(json.loads, result.stdout.splitlines())}
-    assert set(rows) == {*C.flat_algorithms(), "gloo"}
+    assert set(rows) == {*C.flat_algorithms(), "gloo", "none"}     # none: the no-comm floor
     assert all(r["step_ms"] > 0 and r["ranks"] == 2 for r in rows.values())
     assert rows["gloo"]["ratio_to_gloo"] == 1.0
     (folder,) = tmp_path.iterdir()
