@@ -55,14 +55,17 @@ def interleaved(runs: list[Callable[[], None]], comm, iters: int, warmup: int,
     of every run in turn (`warmup` calls before a run's first round, one before each
     later round: the call after another candidate's pays for its buffers, e.g. the page
     faults of scratch memory the allocator gave back meanwhile, which a job calling one
-    algorithm over and over does not);
+    algorithm over and over does not). Round k starts at run k (mod the runs), so no run
+    always follows the same one: in one suite `root`, always timed right after gloo, came
+    out 10-40% slower than the same algorithm timed later in the round (as auto's pick).
     done(i) once run i has had its last round."""
     rounds = max(1, min(ROUNDS, iters))
     shares = [iters // rounds + (k < iters % rounds) for k in range(rounds)]
     times: list[list[np.ndarray]] = [[] for _ in runs]
     for k, share in enumerate(shares):
-        for i, run in enumerate(runs):
-            times[i].append(measure(run, comm, share, warmup if k == 0 else 1).times)
+        for j in range(len(runs)):
+            i = (k + j) % len(runs)
+            times[i].append(measure(runs[i], comm, share, warmup if k == 0 else 1).times)
             if k == rounds - 1:
                 done(i)
     return [Timing.of(np.concatenate(parts)) for parts in times]

@@ -70,12 +70,13 @@ def test_integer_references_wrap_like_the_dtype():
 
 def test_candidates_are_timed_in_turns(comm):
     """7 iterations over 5 rounds (2, 2, 1, 1, 1 each), 2 warm-up calls before the first
-    round and 1 before each later one: a a a a b b b b | a a a b b b | a a b b (x3), and each
-    timing has 7 iterations."""
+    round and 1 before each later one, round k starting at run k mod 2:
+    a a a a b b b b | b b b a a a | a a b b | b b a a | a a b b, and each timing has 7
+    iterations."""
     from bench.harness import interleaved
     calls, finished = [], []
     timings = interleaved([lambda: calls.append("a"), lambda: calls.append("b")], comm,
                           iters=7, warmup=2, done=finished.append)
-    assert "".join(calls) == "aaaabbbb" + "aaabbb" + "aabb" * 3
+    assert "".join(calls) == "aaaabbbb" + "bbbaaa" + "aabb" + "bbaa" + "aabb"
     assert [t.iters for t in timings] == [7, 7] and finished == [0, 1]
     assert all(t.min <= t.median <= t.max for t in timings)
