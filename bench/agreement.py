@@ -90,6 +90,8 @@ def section(rows: list[dict], parameters: tuple) -> dict:
                     f"in the same cell." + noise,
             "after": "Why each pick (model terms in ms: latency = alpha x steps, overhead = "
                      "o x messages at the busiest endpoint, bytes = over the busiest link / "
-                     "beta, reduce = gamma x bytes reduced; with more ranks than cores, each "
-                     "of the last three is at least the node's total over the cores the "
-                     "ranks get):\n\n" + reasons}
+                     "beta, reduce = gamma x bytes reduced, board = one post of a oneshot "
+                     "that runs on the board, memory = the busiest rank's memory traffic "
+                     "(bytes read + written on the shared-memory transport) / its bandwidth; "
+                     "with more ranks than cores, overhead, bytes, reduce and memory are each "
+                     "at least the node's total over the cores the ranks get):\n\n" + reasons}

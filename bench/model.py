@@ -97,6 +97,10 @@ def run(args) -> int:
     return 0
 
 
+def _bandwidth(bytes_per_second: float) -> str:
+    return "free (not fitted)" if bytes_per_second >= 1e29 else f"{bytes_per_second / 1e9:.2f} GB/s"
+
+
 def calibration_section(rows: list[dict], folder, say=print, store=None,
                         cores: int | None = None) -> dict:
     """Fit `local` to measured rows (taken on `cores` CPUs; default this machine's), store
@@ -114,7 +118,8 @@ def calibration_section(rows: list[dict], folder, say=print, store=None,
         collective = r.get("collective", "allreduce")
         model = float(calibrate.coefficients(r["algo"], ranks, nbytes, collective,
                                              calibrate._itemsize(r), cores=fit.cores,
-                                             core_share=fit.core_share, board=True)
+                                             core_share=fit.core_share, board=True,
+                                             memory=True)
                       @ fit.terms())
         points.append({"algo": calibrate._label(r), "preset": "local", "ranks": ranks,
                        "bytes": nbytes, "seconds": model,
@@ -127,7 +132,7 @@ def calibration_section(rows: list[dict], folder, say=print, store=None,
     text = (f"alpha {fit.alpha * 1e6:.2f} us, beta {fit.beta / 1e9:.2f} GB/s, gamma "
             f"{fit.gamma * 1e9:.3f} ns/B, overhead {fit.overhead * 1e6:.2f} us per message, "
             f"board {fit.board * 1e6:.2f} us per post (a oneshot of up to 256 KB in one C "
-            f"call), "
+            f"call), memory {_bandwidth(fit.memory_bandwidth)} of memory traffic per rank, "
             f"ranks sharing {fit.cores} cores (taking turns, they get {fit.core_share:.0%} of "
             f"them: the share whose fit orders the strategies measured side by side most "
             f"like the machine), from {fit.points} measured rows; stored in {path}{reads}. Relative error of the "

@@ -392,3 +392,45 @@ def test_auto_prices_the_board_only_where_the_parameters_have_one():
              auto.predictions(4, 512 << 10, base + (100e-6,)).items()}
     assert large["oneshot"] == pytest.approx(70e-6)
     assert "board 0.003" in auto.choose(4, 8, base + (3e-6,))[1]
+
+
+@pytest.mark.parametrize("algo,cores,traffic", [
+    # bytes read + written by the busiest rank on the shared-memory transport, S = 4096, 4
+    # ranks, from Schedule.memory's table: a staged send r b + w b (a fanout once per step),
+    # a received copy r b + w b, a received reduce r 2b + w b
+    ("blocked", 0, 1.5 + 2.25 + 0.5 + 1.5),     # 3 sends + 3 reduces of S/4; 1 fanout + 3 copies
+    ("rhd", 0, (1 + 1.5) + (0.5 + 0.75) + (0.5 + 0.5) + (1 + 1)),   # S/2, S/4 out and back
+    ("ring", 0, 3 * (0.5 + 0.75) + 3 * (0.5 + 0.5)),   # 3 steps of S/4 each way
+    ("root", 0, 3 * 3 + 2),                     # rank 0: reduces 3 x S, stages S once
+    # on 2 cores: the node's total over the cores. blocked 4 x 5.75S; root 11S + 3 x 4S
+    ("blocked", 2, 4 * 5.75 / 2),
+    ("root", 2, (11 + 3 * 4) / 2),
+])
+def test_memory_term_counts_the_transports_copies(algo, cores, traffic):
+    from topology import calibrate
+    got = calibrate.coefficients(algo, 4, 4096, cores=cores, board=True, memory=True)
+    assert len(got) == 6 and got[5] == pytest.approx(traffic * 4096, rel=1e-9)
+    link = calibrate.coefficients(algo, 4, 4096, cores=cores)
+    assert tuple(got[:4]) == pytest.approx(tuple(link), rel=1e-9)    # the rest: unchanged
+
+
+def test_calibration_recovers_the_memory_bandwidth():
+    from topology import calibrate
+    truth = dict(alpha=30e-6, beta=50e9, gamma=0.0, overhead=5e-6, board=3e-6, memory=30e9)
+    rows = []
+    for collective, algo in [("allreduce", a) for a in ("root", "blocked", "ring", "rhd",
+                                                         "oneshot")] + [("broadcast", "direct")]:
+        for ranks in (2, 3, 4):
+            for nbytes in (4096, 1 << 20, 16 << 20):
+                c = calibrate.coefficients(algo, ranks, nbytes, collective, cores=2,
+                                           core_share=0.85, board=True, memory=True)
+                seconds = c @ [truth["alpha"], 1 / truth["beta"], truth["gamma"],
+                               truth["overhead"], truth["board"], 1 / truth["memory"]]
+                rows.append({"collective": collective, "algo": algo, "ranks": ranks,
+                             "bytes": nbytes, "time_us": seconds * 1e6})
+    fit = calibrate.fit(rows, cores=2)
+    assert fit.core_share == 0.85
+    assert fit.memory_bandwidth == pytest.approx(truth["memory"], rel=1e-3)
+    assert fit.beta == pytest.approx(truth["beta"], rel=1e-3)
+    assert fit.board == pytest.approx(truth["board"], rel=1e-3)
+    assert fit.parameters()[8] == fit.memory_bandwidth

@@ -13,11 +13,14 @@ split into the model's terms, read off its own schedule (calibrate.coefficients)
     board     board    x  1 for a call that runs whole on the shared-memory board (a oneshot
                           of up to 256 KB: calibrate.on_board), instead of its latency and
                           overhead; times ranks / (cores x share) where they outnumber cores
+    memory    1/mu     x  bytes the busiest rank's memory reads and writes on the shared-
+                          memory transport (Schedule.memory), mu the memory bandwidth
 
 where, with more ranks than the calibration's cores, "the busiest endpoint" of a step is at
 least all endpoints' total over the cores (model.py): ranks that all work take turns. The
 board term is in the model only where the transport has a board (every rank on one node,
-the C part built) and the parameters carry one.
+the C part built) and the parameters carry one; the memory term where the parameters carry
+one (a calibration of this machine).
 
 and the reason for a choice names the winner's and the runner-up's terms, so a pick can be
 traced to lines of their schedules. All ranks must pick the same algorithm, so the
@@ -40,7 +43,7 @@ from collectives import ALGORITHMS
 
 log = logging.getLogger("ringps.auto")
 NAME = "auto"
-TERMS = ("latency", "bytes", "reduce", "overhead", "board")   # calibrate.coefficients' order
+TERMS = ("latency", "bytes", "reduce", "overhead", "board", "memory")  # coefficients' order
 _parameters = weakref.WeakKeyDictionary()   # transport -> ((alpha, beta, gamma, overhead,
                                              #   calibrated, cores, core_share), picks:
                                              #   {(nbytes, itemsize): (name, reason)})
@@ -60,7 +63,7 @@ def stored_parameters() -> tuple:
     from .calibrate import load_parameters
     p = load_parameters()
     return (p["alpha"], p["beta"], p["gamma"], p["overhead"], p["calibrated"], p["cores"],
-            p["core_share"], p["board"])
+            p["core_share"], p["board"], p["memory_bandwidth"])
 
 
 def core_budget(parameters: tuple) -> tuple[int, float]:
@@ -83,11 +86,16 @@ def predictions(ranks: int, nbytes: int, parameters: tuple,
     from .calibrate import coefficients
     alpha, beta, gamma, overhead = parameters[:4]
     board = board_term(parameters)
-    terms = np.array([alpha, 1 / beta, gamma, overhead] + ([board] if board is not None else []))
+    memory = float(parameters[8]) if len(parameters) > 8 else None
+    terms = np.array([alpha, 1 / beta, gamma, overhead] + ([board] if board is not None else [])
+                     + ([1 / memory] if memory is not None else []))
+    names = TERMS[:4] + (("board",) if board is not None else ()) + \
+        (("memory",) if memory is not None else ())
     cores, share = core_budget(parameters)
-    return {name: dict(zip(TERMS, coefficients(name, ranks, nbytes, itemsize=itemsize,
+    return {name: dict(zip(names, coefficients(name, ranks, nbytes, itemsize=itemsize,
                                                cores=cores, core_share=share,
-                                               board=board is not None) * terms))
+                                               board=board is not None,
+                                               memory=memory is not None) * terms))
             for name in candidates()}
 
 
@@ -100,8 +108,8 @@ def _terms(name: str, parts: dict[str, float]) -> str:
 def choose(ranks: int, nbytes: int, parameters=None, itemsize: int = 4) -> tuple[str, str]:
     """(algorithm, reason) the model prefers for an allreduce of nbytes on ranks."""
     parameters = stored_parameters() if parameters is None else parameters
-    key = (*parameters[:4], *core_budget(parameters), board_term(parameters), ranks, nbytes,
-           itemsize)
+    key = (*parameters[:4], *core_budget(parameters), board_term(parameters),
+           tuple(parameters[8:9]), ranks, nbytes, itemsize)
     if key not in _choices:
         predicted = predictions(ranks, nbytes, parameters, itemsize)
         total = {name: sum(parts.values()) for name, parts in predicted.items()}
@@ -122,15 +130,17 @@ def _agreed_parameters(transport) -> tuple:
     part not built) the board term is left out, so oneshot is priced as its schedule says."""
     key = transport         # not id(): a new transport at a dead one's address would skip
     if key not in _parameters:      # the exchange on some ranks only, and the job would hang
-        mine = np.array([0, 0, 0, 0, 0, 0, 1.0, -1.0])   # a 5-tuple: no core budget, no board
+        # a 5-tuple: no core budget, no board, no memory term (its bandwidth infinite)
+        mine = np.array([0, 0, 0, 0, 0, 0, 1.0, -1.0, 1e30])
         stored = [float(v) for v in stored_parameters()]
         mine[:len(stored)] = stored
         if getattr(transport, "board", None) is None:
             mine[7] = -1.0
         table = transport.exchange(mine.view(np.int64)).view(np.float64)
-        alpha, beta, gamma, overhead, calibrated, cores, share, board = table[0]
+        alpha, beta, gamma, overhead, calibrated, cores, share, board, memory = table[0]
         _parameters[key] = ((float(alpha), float(beta), float(gamma), float(overhead),
-                             bool(calibrated), int(cores), float(share), float(board)), {})
+                             bool(calibrated), int(cores), float(share), float(board),
+                             float(memory)), {})
     return _parameters[key][0]
 
 

@@ -15,7 +15,9 @@ with the least error. Under the closed-form evaluator an algorithm's time
 is linear in (alpha, 1/beta, gamma, overhead), with coefficients read off its own schedule;
 a small oneshot runs whole on the shared-memory board in one C call, so instead of alpha and
 overheads it costs one `board` post (times the turns ranks take when they outnumber the
-cores), a fifth term. Fitting the five to bench's measured rows is a least-squares problem (non-negative,
+cores), a fifth term. On one node every byte that crosses between ranks is also copied in
+memory, as often as the transport's protocol says (Schedule.memory), so the busiest rank's
+memory traffic over a memory bandwidth is a sixth. Fitting the six to bench's measured rows is a least-squares problem (non-negative,
 relative error). The fit says how good it is (median and worst error per algorithm and size
 band, against TARGETS) and is written to a JSON file that `preset("local")` and `auto` load: store_path(), or the
 file `bench calibrate --out` names.
@@ -35,7 +37,7 @@ from .model import Link, Topology, TopologyError, closed_form
 
 HUGE = 1e30
 DEFAULT = {"alpha": 20e-6, "beta": 2e9, "gamma": 0.2e-9,      # a guess until bench calibrates
-           "overhead": 5e-6, "board": 3e-6}
+           "overhead": 5e-6, "board": 3e-6, "memory_bandwidth": HUGE}
 BANDS = (("< 64K", 0, 1 << 16), (">= 64K", 1 << 16, float("inf")))    # message sizes
 TARGETS = {"< 64K": 0.50, ">= 64K": 0.25}     # the error a calibration should stay within
 SHARES = tuple(round(1.0 - 0.05 * k, 2) for k in range(13))     # core_share tried: 1 .. 0.4
@@ -92,7 +94,7 @@ def turns(ranks: int, cores: int, core_share: float) -> float:
 
 def coefficients(algo: str, ranks: int, nbytes: int, collective: str = "allreduce",
                  itemsize: int = 4, cores: int = 0, core_share: float = 1.0,
-                 board: bool = False) -> np.ndarray:
+                 board: bool = False, memory: bool = False) -> np.ndarray:
     """(a, b, c, d) with closed-form time = a*alpha + b/beta + c*gamma + d*overhead for this
     algorithm on nbytes of `itemsize`-byte elements, its ranks sharing `cores` CPUs (0: as
     many as they need; `core_share` of them when they take turns): its own schedule priced
@@ -101,7 +103,14 @@ def coefficients(algo: str, ranks: int, nbytes: int, collective: str = "allreduc
     board=True: the local machine's board is in the model, and a fifth coefficient e prices
     it (time += e*board). A call that runs on the board (on_board) is one post: no alpha and
     no per-message overhead (a = d = 0), e = turns(ranks, cores, core_share); its bytes and
-    reductions are its schedule's, as on the Python path. Every other call: e = 0."""
+    reductions are its schedule's, as on the Python path. Every other call: e = 0.
+
+    memory=True: one more coefficient m, the memory traffic of the call (memory_traffic:
+    bytes the busiest rank reads and writes on the shared-memory transport), priced at the
+    machine's memory bandwidth (time += m / memory_bandwidth). On one node every byte that
+    crosses between ranks is also copied in memory, and the transport's protocol decides how
+    often: `blocked` stages one copy per all-gather step, `ring` and `rhd` one per send,
+    though all three put the same bytes on the links."""
     from collectives import COLLECTIVES
     count = nbytes // itemsize
     if collective == "allreduce":
@@ -109,11 +118,27 @@ def coefficients(algo: str, ranks: int, nbytes: int, collective: str = "allreduc
     else:
         schedule = COLLECTIVES[collective].schedule(algo, ranks, count, itemsize)
     terms = [closed_form(t, schedule, ranks) for t in _unit_topologies(ranks, cores, core_share)]
-    if not board:
-        return np.array(terms)
-    if on_board(algo, ranks, nbytes, itemsize, collective):
-        return np.array([0.0, terms[1], terms[2], 0.0, turns(ranks, cores, core_share)])
-    return np.array(terms + [0.0])
+    if board:
+        if on_board(algo, ranks, nbytes, itemsize, collective):
+            terms = [0.0, terms[1], terms[2], 0.0, turns(ranks, cores, core_share)]
+        else:
+            terms.append(0.0)
+    if memory:
+        terms.append(memory_traffic(schedule, ranks, cores, core_share))
+    return np.array(terms)
+
+
+def memory_traffic(schedule, ranks: int, cores: int = 0, core_share: float = 1.0) -> float:
+    """Bytes read plus written per call by the busiest rank's memory on the shared-memory
+    transport (Schedule.memory's table), or, where ranks outnumber the cores, the node's
+    total over the cores they get."""
+    if hasattr(schedule, "expand"):
+        schedule = schedule.expand()
+    per_rank = [sum(schedule.memory(r)) for r in range(ranks)]
+    busiest = float(max(per_rank, default=0))
+    if cores and ranks > cores:
+        return max(busiest, sum(per_rank) / (cores * core_share))
+    return busiest
 
 
 def _nnls(A: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -140,25 +165,28 @@ class Calibration:
     cores: int = 0          # CPUs the measured ranks shared (0: not bounded)
     core_share: float = 1.0  # the share of them ranks taking turns got (fitted)
     board: float = 0.0      # seconds per board post (a small oneshot, all ranks on one node)
+    memory_bandwidth: float = HUGE   # bytes/s of memory traffic (read + written) per rank
 
     def topology(self, ranks: int) -> Topology:
         return local_topology(ranks, self.alpha, self.beta, self.gamma, self.overhead,
                               self.cores, self.core_share)
 
     def terms(self) -> np.ndarray:
-        """The fitted terms in the order of `coefficients(..., board=True)`."""
-        return np.array([self.alpha, 1 / self.beta, self.gamma, self.overhead, self.board])
+        """The fitted terms in the order of `coefficients(..., board=True, memory=True)`."""
+        return np.array([self.alpha, 1 / self.beta, self.gamma, self.overhead, self.board,
+                         1 / self.memory_bandwidth])
 
     def to_dict(self) -> dict:
         return {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma,
-                "overhead": self.overhead, "board": self.board, "cores": self.cores,
+                "overhead": self.overhead, "board": self.board,
+                "memory_bandwidth": self.memory_bandwidth, "cores": self.cores,
                 "core_share": self.core_share, "errors": self.errors, "points": self.points}
 
     def parameters(self) -> tuple:
         """What auto.choose takes: (alpha, beta, gamma, overhead, calibrated, cores,
-        core_share, board)."""
+        core_share, board, memory_bandwidth)."""
         return (self.alpha, self.beta, self.gamma, self.overhead, True, self.cores,
-                self.core_share, self.board)
+                self.core_share, self.board, self.memory_bandwidth)
 
 
 def usable_rows(rows: list[dict]) -> list[dict]:
@@ -197,17 +225,19 @@ def fit(rows: list[dict], cores: int | None = None) -> Calibration:
     for share in SHARES if crowded else (1.0,):
         A = np.array([coefficients(r["algo"], int(r["ranks"]), int(r["bytes"]),
                                    r.get("collective", "allreduce"), _itemsize(r), cores=cores,
-                                   core_share=share, board=True) for r in usable])
+                                   core_share=share, board=True, memory=True)
+                      for r in usable])
         x = _fit_terms(A / y[:, None])                    # minimise relative error
         predicted = A @ x
         score = (misordered(usable, predicted, y), float(np.sum((predicted / y - 1.0) ** 2)))
         if best is None or score < best[0]:
             best = (score, share, A, x)
     _, share, A, x = best
-    alpha, inverse_beta, gamma, overhead, board = x
+    alpha, inverse_beta, gamma, overhead, board, inverse_memory = x
     return Calibration(float(alpha), 1.0 / inverse_beta if inverse_beta > 0 else HUGE,
                        float(gamma), float(overhead), _errors(usable, A @ x, y), len(usable),
-                       cores, share, float(board))
+                       cores, share, float(board),
+                       1.0 / inverse_memory if inverse_memory > 0 else HUGE)
 
 
 _ITEMSIZES = {"int8": 1, "uint8": 1, "float16": 2, "bfloat16": 2, "float32": 4, "int32": 4,
@@ -233,11 +263,12 @@ def misordered(rows: list[dict], predicted: np.ndarray, measured: np.ndarray) ->
 
 
 def _fit_terms(weighted: np.ndarray) -> np.ndarray:
-    """Non-negative (alpha, 1/beta, gamma, overhead, board) with weighted @ x nearest all
-    ones; terms the rows cannot tell apart stay 0 (board: no row ran on the board)."""
+    """Non-negative (alpha, 1/beta, gamma, overhead[, board[, 1/memory bandwidth]]) with
+    weighted @ x nearest all ones; terms the rows cannot tell apart stay 0 (board: no row
+    ran on the board)."""
     tol = 1e-9 * np.abs(weighted).max()
     x = np.zeros(weighted.shape[1])
-    free = [i for i in range(weighted.shape[1]) if i != 4 or weighted[:, 4].any()]
+    free = [i for i in range(weighted.shape[1]) if i < 4 or weighted[:, i].any()]
     if np.linalg.matrix_rank(weighted[:, free], tol=tol) < len(free):
         free.remove(2)                                    # gamma: not identifiable here
     if np.linalg.matrix_rank(weighted[:, free], tol=tol) < len(free):
@@ -318,6 +349,7 @@ def load_parameters() -> dict:
         found["cores"] = int(data.get("cores", 0))                # ... and no core budget
         found["core_share"] = float(data.get("core_share", 1.0))
         found["board"] = float(data.get("board", DEFAULT["board"]))   # ... and no board fitted
+        found["memory_bandwidth"] = float(data.get("memory_bandwidth", HUGE))  # ... nor memory
         return {**found, "calibrated": True, "path": str(path)}
     except (OSError, ValueError, KeyError):
         return {**DEFAULT, "cores": machine_cores(), "core_share": 1.0, "calibrated": False,
