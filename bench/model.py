@@ -172,4 +172,10 @@ def calibrate(args) -> int:
     if args.json:
         for point in section["points"]:
             print(json.dumps(point))
+        return 0
+    from . import agreement                 # what auto, so fitted, picks in the measured cells
+    found = agreement.section(rows, section["fit"].parameters())
+    if found["table"][1]:
+        print(f"# auto against the measurements: {found['text']}\n"
+              f"{tables.text_table(*found['table'])}")
     return 0

@@ -121,6 +121,8 @@ def test_suite_writes_report_with_plots(tmp_path):
     assert f"stored in {elsewhere} (auto and the local preset read it with " \
         f"RINGPS_LOCAL_TOPOLOGY={elsewhere})" in again.stdout
     assert json.loads(elsewhere.read_text())["points"] == fitted["points"]
+    assert "auto against the measurements" in again.stdout and "| 2 | 1K |" in report
+    assert "memory_bandwidth" in fitted and "board" in fitted
 
 
 def test_ddp_step_under_every_algorithm_and_gloo(tmp_path):
