@@ -81,6 +81,8 @@ class _Awaited(Request):
         super().__init__(None, what, peer, 0)
 
     def describe(self) -> str:
+        if self.kind == "metadata":             # the words of every other transport's check
+            return f"exchange metadata with rank {self.peer}"
         return f"hear from rank {self.peer} (its {self.kind} post to the board)"
 
 
