@@ -126,7 +126,9 @@ def _call_detail(algorithm, count, dtype: str) -> str:
     return f"{algorithm if isinstance(algorithm, str) else '?'}, {count} {dtype}"
 
 
-def _run(collective: str, buf, *, op, algorithm: str, comm, root: int, check, segment_bytes):
+def _run(collective: str, buf, *, op, algorithm: str, comm, root: int, check, segment_bytes,
+         posted: bool = False):
+    """posted: the board already numbered this call and exchanged its check row."""
     comm = communicator(comm)
     registry = COLLECTIVES[collective]
     default_check, default_segment_bytes = _defaults()
@@ -143,8 +145,11 @@ def _run(collective: str, buf, *, op, algorithm: str, comm, root: int, check, se
     # formatted only if a message needs it; holds no reference to the caller's array
     count, dtype = (len(buffer.array), buffer.dtype.name) if buffer else ("?", "elements")
     detail = lambda: _call_detail(algorithm, count, dtype)   # noqa: E731
-    transport.begin(collective, detail)
-    if check:
+    if not posted:
+        transport.begin(collective, detail)
+    if not check and not posted and _board_peers_may_wait(transport, collective, algorithm):
+        check = True            # a rank on the board posts its row: this rank must post one
+    if check and not posted:
         agree(transport, collective=collective,
               length=len(buffer.array) if buffer else -1,
               dtype=(buffer.dtype.name + ("@cuda" if buffer.device else "")) if buffer else "?",
@@ -194,11 +199,20 @@ def allreduce(buf, op="sum", algorithm="ring", comm=None, *, check=None, segment
 _plans: dict = {}       # (algorithm, op, dtype) -> (row, kind, op code), or None: not for the board
 
 
+def _board_peers_may_wait(transport, collective: str, algorithm) -> bool:
+    """Whether another rank may have taken this call to the board (an allreduce by oneshot or
+    auto, where a board exists), so this rank, off it, must post its check row there even
+    with the check off: the board then sends every rank down the Python path (NO_DATA)
+    instead of leaving the board's ranks waiting for a row that never comes."""
+    return collective == "allreduce" and algorithm in ("oneshot", "auto") and \
+        getattr(transport, "board", None) is not None
+
+
 def _plan(algorithm, op, dtype: np.dtype):
     """How a call with these arguments goes through the board, if it can: the metadata row
     it would check (length filled in by C), the C dtype and op codes."""
     if dtype not in board.KINDS or op not in board.OPS or \
-            (op == "avg" and dtype.kind not in "f"):
+            (op == "avg" and dtype.kind not in "f") or algorithm not in COLLECTIVES["allreduce"]:
         return None
     fields = check_row(collective="allreduce", length=0, dtype=dtype.name, op=op,
                        algorithm=algorithm, root=0, segment_bytes=_defaults()[1], error=None)
@@ -222,19 +236,20 @@ def _on_board(x: np.ndarray, op, algorithm, comm) -> bool:
         plan = _plans[key] = _plan(algorithm, op, x.dtype)
     if plan is None:
         return False
+    flags = x.flags
+    if x.nbytes > board.CAPACITY or not (flags.c_contiguous and flags.writeable):
+        return False                    # the general path takes it, or says why it cannot
     if algorithm == "auto" and _auto_pick(transport, comm, x) != "oneshot":
         return False
     transport.begin("allreduce", lambda: _call_detail(algorithm, x.size, x.dtype.name))
-    verdict = chip.allreduce(x, *plan, transport.timeout / 2)
-    if verdict.__class__ is tuple:                # ranks missing at half the timeout
+    verdict = chip.allreduce(x, *plan, board.first_wait(transport))
+    if verdict.__class__ is tuple:                # ranks still missing after the first wait
         verdict = board.finish(transport, verdict, x, *plan)
-    if verdict == board.NOT_ELIGIBLE:              # strided, read-only or too large: posted
-        return False                               # nothing, the general path says why
     if verdict == board.ROWS_DIFFER:
         explain(board.table(transport, len(plan[0]) // 8), "allreduce", comm.rank)
     if verdict == board.NO_DATA:       # another rank took the Python path: so does this one
         _run("allreduce", x, op=op, algorithm=algorithm, comm=comm, root=0, check=False,
-             segment_bytes=None)
+             segment_bytes=None, posted=True)
     return True
 
 

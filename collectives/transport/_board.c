@@ -23,6 +23,8 @@
 #define DATA_AT (LINE + 2 * HEADER_BYTES)  /* data slot 0, then data slot 1 */
 #define SPIN_NS 20000LL                  /* by default spin this long, then yield the core */
 #define YIELD_NS 2000000LL               /* yield this long, then sleep (as base.pause) */
+#define MAX_RANKS 256
+#define LONGEST_WAIT 1e9                 /* seconds: an infinite timeout, as a number */
 
 enum { F32, F64, I8, U8, I32, I64, KINDS };
 enum { SUM, PROD, MAX, MIN, AVG, OPS };
@@ -35,6 +37,7 @@ typedef struct {
     Py_ssize_t capacity;    /* bytes in one data slot */
     int64_t seq;            /* posts so far */
     int64_t spin_ns;        /* spin this long before yielding (0: more ranks than cores) */
+    PyObject *keep;         /* what keeps the mappings alive while the board points into them */
 } Board;
 
 static int64_t now_ns(void) {
@@ -71,6 +74,8 @@ static int first_missing(const Board *b) {
 static int wait_all(const Board *b, double seconds) {
     int missing = first_missing(b);
     if (missing < 0) return -1;
+    if (!(seconds < LONGEST_WAIT)) seconds = LONGEST_WAIT;       /* inf, huge, or NaN */
+    if (seconds < 0) seconds = 0;
     int64_t start = now_ns(), last_change = start, deadline = start + (int64_t)(seconds * 1e9);
     int before = missing;
     for (;;) {
@@ -182,17 +187,19 @@ static int Board_init(Board *self, PyObject *args, PyObject *kw) {
     int rank;
     Py_ssize_t capacity;
     double spin = SPIN_NS * 1e-9;
-    if (!PyArg_ParseTuple(args, "Oin|d", &addresses, &rank, &capacity, &spin)) return -1;
+    PyObject *keep = Py_None;
+    if (!PyArg_ParseTuple(args, "Oin|dO", &addresses, &rank, &capacity, &spin, &keep)) return -1;
     PyObject *seq = PySequence_Fast(addresses, "addresses must be a sequence");
     if (!seq) return -1;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    if (n < 1 || n > 256 || rank < 0 || rank >= n || capacity < 0 || capacity % LINE) {
+    if (n < 1 || n > MAX_RANKS || rank < 0 || rank >= n || capacity < 0 || capacity % LINE) {
         Py_DECREF(seq);
         PyErr_SetString(PyExc_ValueError, "board: bad size, rank or capacity");
         return -1;
     }
     PyMem_Free(self->base);
     self->base = PyMem_Calloc((size_t)n, sizeof(char *));
+    if (!self->base) { Py_DECREF(seq); PyErr_NoMemory(); return -1; }
     for (Py_ssize_t r = 0; r < n; r++) {
         self->base[r] = (char *)PyLong_AsVoidPtr(PySequence_Fast_GET_ITEM(seq, r));
         if (PyErr_Occurred()) { Py_DECREF(seq); return -1; }
@@ -202,13 +209,21 @@ static int Board_init(Board *self, PyObject *args, PyObject *kw) {
     self->rank = rank;
     self->capacity = capacity;
     self->spin_ns = (int64_t)(spin * 1e9);
+    Py_XSETREF(self->keep, Py_NewRef(keep));
     self->seq = *seq_word(self, rank);
     return 0;
 }
 
 static void Board_dealloc(Board *self) {
     PyMem_Free(self->base);
+    Py_XDECREF(self->keep);
     Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int ready(const Board *self) {
+    if (self->base) return 1;
+    PyErr_SetString(PyExc_RuntimeError, "board: not initialised");
+    return 0;
 }
 
 static int words_of(PyObject *obj, Py_buffer *view) {
@@ -239,6 +254,7 @@ static PyObject *Board_table(Board *self, PyObject *const *args, Py_ssize_t narg
  * rank's row into table (size x len(row) int64). Returns None, or the tuple of ranks still
  * missing when `seconds` pass (then call wait() and table()). */
 static PyObject *Board_exchange(Board *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (!ready(self)) return NULL;
     Py_buffer row;
     if (nargs != 3) { PyErr_SetString(PyExc_TypeError, "exchange(row, table, seconds)"); return NULL; }
     double seconds = PyFloat_AsDouble(args[2]);
@@ -255,6 +271,7 @@ static PyObject *Board_exchange(Board *self, PyObject *const *args, Py_ssize_t n
 /* table(out): every rank's row of the latest post into out (size x nwords int64). */
 static PyObject *Board_table(Board *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_buffer out;
+    if (!ready(self)) return NULL;
     if (nargs != 1 || PyObject_GetBuffer(args[0], &out, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "table(out)");
         return NULL;
@@ -281,6 +298,7 @@ static PyObject *Board_table(Board *self, PyObject *const *args, Py_ssize_t narg
  * Python path), 3 (x is strided, read-only or larger than a slot: nothing was posted), or
  * the tuple of ranks missing when `seconds` pass (then wait(), finish()). */
 static PyObject *Board_allreduce(Board *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (!ready(self)) return NULL;
     Py_buffer x, row;
     if (nargs != 5) { PyErr_SetString(PyExc_TypeError, "allreduce(x, row, kind, op, seconds)"); return NULL; }
     int kind = (int)PyLong_AsLong(args[2]), op = (int)PyLong_AsLong(args[3]);
@@ -316,6 +334,7 @@ static PyObject *Board_allreduce(Board *self, PyObject *const *args, Py_ssize_t 
 
 /* wait(seconds): keep waiting for the latest post; None, or the ranks still missing. */
 static PyObject *Board_wait(Board *self, PyObject *arg) {
+    if (!ready(self)) return NULL;
     double seconds = PyFloat_AsDouble(arg);
     if (PyErr_Occurred()) return NULL;
     return wait_result(self, seconds);
@@ -323,15 +342,22 @@ static PyObject *Board_wait(Board *self, PyObject *arg) {
 
 /* finish(x, kind, op): after a wait() that saw everyone, what allreduce would have done. */
 static PyObject *Board_finish(Board *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (!ready(self)) return NULL;
     Py_buffer x;
     if (nargs != 3) { PyErr_SetString(PyExc_TypeError, "finish(x, kind, op)"); return NULL; }
     int kind = (int)PyLong_AsLong(args[1]), op = (int)PyLong_AsLong(args[2]);
     if (PyErr_Occurred()) return NULL;
-    if (kind < 0 || kind >= KINDS || op < 0 || op >= OPS) {
+    if (kind < 0 || kind >= KINDS || op < 0 || op >= OPS || (op == AVG && kind > F64)) {
         PyErr_SetString(PyExc_ValueError, "board.finish: bad kind or op");
         return NULL;
     }
     if (PyObject_GetBuffer(args[0], &x, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) return NULL;
+    if (x.len > self->capacity || x.len % ITEMSIZE[kind] ||
+            x.len / ITEMSIZE[kind] != header(self, self->rank, self->seq)[2 + 1]) {
+        PyBuffer_Release(&x);
+        PyErr_SetString(PyExc_ValueError, "board.finish: not the buffer that was posted");
+        return NULL;
+    }
     int verdict = compare(self);
     if (verdict == 0) reduce_into(self, x.buf, kind, op, x.len / ITEMSIZE[kind]);
     PyBuffer_Release(&x);
@@ -361,7 +387,8 @@ static PyTypeObject BoardType = {
     .tp_name = "collectives.transport._board.Board",
     .tp_basicsize = sizeof(Board),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Board(addresses, rank, capacity, spin=20e-6): every rank's board, mapped here",
+    .tp_doc = "Board(addresses, rank, capacity, spin=20e-6, keep=None): every rank's board, "
+              "mapped here (keep: what holds the mappings alive)",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Board_init,
     .tp_dealloc = (destructor)Board_dealloc,
@@ -381,5 +408,6 @@ PyMODINIT_FUNC PyInit__board(void) {
     PyModule_AddIntConstant(m, "HEADER_BYTES", HEADER_BYTES);
     PyModule_AddIntConstant(m, "DATA_AT", DATA_AT);
     PyModule_AddIntConstant(m, "MAX_VALUES", MAX_VALUES);
+    PyModule_AddIntConstant(m, "MAX_RANKS", MAX_RANKS);
     return m;
 }

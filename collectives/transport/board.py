@@ -35,7 +35,8 @@ so the check costs nothing on this path, whatever `check` says. A rank waiting a
 moves no other transfer: the allreduce is only taken at a call's start, when the transport
 has nothing pending; an exchange with transfers pending waits in Python instead, moving them.
 A wait that passes half the timeout warns; past the timeout it raises PeerTimeout naming the
-ranks whose post has not come.
+ranks whose post has not come. C waits at most CHUNK at a time, so Ctrl-C still reaches
+Python while a peer is late. A communicator of more than 256 ranks on one node has no board.
 """
 from __future__ import annotations
 
@@ -58,6 +59,10 @@ OPS = {"sum": 0, "prod": 1, "max": 2, "min": 3, "avg": 4}
 MAX_VALUES = 30                         # int64 values in a row
 DONE, ROWS_DIFFER, NO_DATA, NOT_ELIGIBLE = 0, 1, 2, 3
 SPIN_SECONDS = 20e-6
+CHUNK = 0.25                            # seconds a C wait lasts before Python looks again
+STORE_CHUNK = 0.005                     # ... under torchrun, where a rank that ends the job
+                                        # leaves its reason in the store: the agent kills the
+                                        # others within tens of ms, so look that often
 
 
 def nbytes() -> int:
@@ -65,13 +70,32 @@ def nbytes() -> int:
     return 0 if _board is None else _board.DATA_AT + 2 * CAPACITY
 
 
-def attach(addresses: list[int], rank: int):
-    """The board over every rank's mapped board (addresses in rank order), or None. With
-    more ranks than this process's cores a wait yields at once instead of spinning first: a
-    peer that is not running cannot post until someone gives up a core."""
-    if _board is None:
-        return None
-    return _board.Board(addresses, rank, CAPACITY, spin_budget(len(addresses), SPIN_SECONDS))
+def usable(ranks: int) -> bool:
+    """Whether a communicator of `ranks` ranks, all on one node, gets a board (the same
+    answer on every rank)."""
+    return _board is not None and 1 < ranks <= _board.MAX_RANKS
+
+
+def attach(addresses: list[int], rank: int, keep):
+    """The board over every rank's mapped board (addresses in rank order; `keep` holds the
+    mappings alive as long as the board). With more ranks than this process's cores a wait
+    yields at once instead of spinning first: a peer that is not running cannot post until
+    someone gives up a core."""
+    return _board.Board(addresses, rank, CAPACITY, spin_budget(len(addresses), SPIN_SECONDS),
+                        keep)
+
+
+def chunk(inner) -> float:
+    """The longest C wait over this inner transport: STORE_CHUNK where peers that end the
+    job say so through torch's store (gloo under torchrun), else CHUNK."""
+    return STORE_CHUNK if getattr(inner, "store", None) is not None else CHUNK
+
+
+def first_wait(transport) -> float:
+    """How long a board call waits in C before Python looks again: half the timeout (the
+    stall warning), at most the transport's chunk so that a signal (Ctrl-C) or a peer that
+    ended the job is seen within it."""
+    return min(transport.timeout / 2, transport.board_chunk)
 
 
 class _Awaited(Request):
@@ -81,9 +105,9 @@ class _Awaited(Request):
         super().__init__(None, what, peer, 0)
 
     def describe(self) -> str:
-        if self.kind == "metadata":             # the words of every other transport's check
-            return f"exchange metadata with rank {self.peer}"
-        return f"hear from rank {self.peer} (its {self.kind} post to the board)"
+        """In the words of every other transport's check: a board post is this call's
+        metadata row (with its data, for an allreduce on the board)."""
+        return f"exchange metadata with rank {self.peer}"
 
 
 def _wait(transport, result, what: str, start: float) -> None:
@@ -91,7 +115,10 @@ def _wait(transport, result, what: str, start: float) -> None:
     half the timeout and raising PeerTimeout past it; with transfers pending, keep them
     moving while waiting."""
     board, last = transport.board, start
+    peer_ended_job = getattr(transport.inner, "_peer_ended_job", None)   # torchrun's store
     while isinstance(result, tuple):
+        if peer_ended_job is not None:
+            peer_ended_job()            # a rank that ended the job said why: stop waiting
         now = time.monotonic()
         missing = result
         transport._overdue(start, now, lambda: [_Awaited(p, what) for p in missing])
@@ -103,7 +130,7 @@ def _wait(transport, result, what: str, start: float) -> None:
         else:
             half = start + transport.timeout / 2
             mark = half if now < half else start + transport.timeout + 1e-3
-            result = board.wait(max(mark - now, 0.0))
+            result = board.wait(min(max(mark - now, 0.0), transport.board_chunk))
 
 
 def exchange(transport, values: np.ndarray) -> np.ndarray:
@@ -111,7 +138,7 @@ def exchange(transport, values: np.ndarray) -> np.ndarray:
     table = np.empty((transport.size, values.size), dtype=np.int64)
     start = time.monotonic()
     busy = transport._busy()
-    result = transport.board.exchange(values, table, 0.0 if busy else transport.timeout / 2)
+    result = transport.board.exchange(values, table, 0.0 if busy else first_wait(transport))
     if isinstance(result, tuple):
         _wait(transport, result, "metadata", start)
         transport.board.table(table)
@@ -119,9 +146,10 @@ def exchange(transport, values: np.ndarray) -> np.ndarray:
 
 
 def finish(transport, missing: tuple, x: np.ndarray, row: bytes, kind: int, op: int) -> int:
-    """An allreduce whose C call returned `missing` at half the timeout: warn, wait out the
-    rest (PeerTimeout past it), then compare and reduce: DONE, ROWS_DIFFER or NO_DATA."""
-    _wait(transport, missing, "allreduce", time.monotonic() - transport.timeout / 2)
+    """An allreduce whose C call returned `missing` after first_wait: wait out the rest
+    (a stall warning at half the timeout, PeerTimeout past it), then compare and reduce:
+    DONE, ROWS_DIFFER or NO_DATA."""
+    _wait(transport, missing, "allreduce", time.monotonic() - first_wait(transport))
     return transport.board.finish(x, kind, op)
 
 

@@ -325,11 +325,13 @@ class ShmTransport(Transport):
         self.stats = {"copied": 0, "referenced": 0, "received": 0, "cma": 0}   # bytes
         self.spin = spin_budget(len(self.peers) + 1, SPIN_SECONDS)   # before a wait yields
         self.board = None             # every rank on this node: small calls in one C call
-        if use_board and len(self.peers) == self.size - 1:
+        self.board_chunk = board.chunk(inner)    # the longest a C wait lasts
+        if use_board and len(self.peers) == self.size - 1 and board.usable(self.size):
             at = layout["board"]
             self.board = board.attach([control.address + at if p == self.rank
                                        else _address(peer_controls[p]) + at
-                                       for p in range(self.size)], self.rank)
+                                       for p in range(self.size)], self.rank,
+                                      (control.map, tuple(peer_controls.values())))
         self._finalizer = weakref.finalize(self, _close_all, self.segments, control,
                                            self.peer_ctl, self._consumed_word(self.rank),
                                            self.sent)
@@ -756,7 +758,13 @@ class ShmTransport(Transport):
         return board.exchange(self, values)
 
     def barrier(self) -> None:
-        self.exchange(np.zeros(1, dtype=np.int64))
+        table = self.exchange(np.zeros(1, dtype=np.int64))
+        if table.any():         # a peer posted something else to the board: not a barrier
+            from ..errors import MismatchError
+            others = [r for r in range(self.size) if table[r].any()]
+            raise MismatchError(f"ringps: rank {self.rank} is in a barrier while rank"
+                                f"{'s' * (len(others) > 1)} {', '.join(map(str, others))} "
+                                f"called something else")
 
     def close(self) -> None:
         """Release my segments (peers that mapped them keep them until they let go), once

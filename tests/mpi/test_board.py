@@ -94,16 +94,39 @@ def test_a_rank_rejecting_its_input_is_named_on_every_rank(shm):
             C.allreduce(x, "sum", "oneshot", shm)
 
 
-def test_one_rank_on_the_python_path_takes_every_rank_there(shm, seed):
-    """An explicit segment size keeps rank 0 off the board (same row, no data posted): every
-    rank then runs the registered oneshot in Python, and the sum is still right."""
-    values = inputs("float64", "sum", 4001, seed, shm.size)   # 32 KB: over shm
+class _Subclass(np.ndarray):
+    """An ndarray subclass (as np.memmap is): the general path takes it, the board does not."""
+
+
+@pytest.mark.parametrize("check", [True, False])
+@pytest.mark.parametrize("how", ["segment_bytes", "subclass"])
+def test_one_rank_on_the_python_path_takes_every_rank_there(shm, seed, how, check):
+    """Rank 0 stays off the board (an explicit segment size, or an ndarray subclass): it
+    posts its check row there all the same, even with the check off, so the others see a
+    rank with no data and every rank runs the registered oneshot in Python."""
+    values = inputs("float64", "sum", 4001, seed, shm.size)   # 32 KB: over shared memory
     x = values[shm.rank].copy()
     copied = shm.transport.stats["copied"]
-    settings = {"segment_bytes": _defaults()[1]} if shm.rank == 0 else {}
-    C.allreduce(x, "sum", "oneshot", shm, **settings)
-    assert_close(x, expected(values, "sum"), tolerance(values, "sum", "float64"), "mixed paths")
+    settings = {}
+    if shm.rank == 0 and how == "segment_bytes":
+        settings = {"segment_bytes": _defaults()[1]}
+    elif shm.rank == 0:
+        x = x.view(_Subclass)
+    C.allreduce(x, "sum", "oneshot", shm, check=check, **settings)
+    assert_close(np.asarray(x), expected(values, "sum"), tolerance(values, "sum", "float64"),
+                 "mixed paths")
     assert shm.transport.stats["copied"] > copied, "the Python path ran"
+
+
+def test_a_barrier_against_an_allreduce_fails_on_every_rank(shm):
+    with pytest.raises(errors.MismatchError):
+        if shm.rank == 0:
+            shm.barrier()
+        else:
+            C.allreduce(np.ones(3, np.float32), algorithm="oneshot", comm=shm)
+    y = np.ones(3, np.float32)
+    C.allreduce(y, algorithm="oneshot", comm=shm)                 # still in step
+    assert (y == shm.size).all()
 
 
 def test_barrier_and_exchange_ride_the_board(shm):
@@ -118,16 +141,25 @@ def test_barrier_and_exchange_ride_the_board(shm):
 
 
 def test_buffers_too_large_or_of_other_dtypes_take_the_python_path(shm):
+    """They run in Python; their check row still goes through the board (one post, no
+    data), check or not, since a peer could have taken the board."""
     t = shm.transport
     for x in (np.ones(board.CAPACITY // 4 + 1, np.float32), np.ones(8, np.float16)):
         seq = t.board.seq
         C.allreduce(x, algorithm="oneshot", comm=shm, check=False)
-        assert t.board.seq == seq, (x.dtype, x.size)
+        assert t.board.seq == seq + 1, (x.dtype, x.size)
         assert (x == shm.size).all()
 
 
-def test_strided_buffers_are_refused_not_posted(shm):
+def test_a_strided_buffer_on_one_rank_is_refused_on_every_rank(shm):
+    """Never posted as data: the general path refuses it, and its check row (posted even
+    with the check off: a peer may be on the board) tells the other ranks why."""
     seq = shm.transport.board.seq
-    with pytest.raises(errors.InputValueError, match="non-contiguous"):
-        C.allreduce(np.ones(64, np.float32)[::2], algorithm="oneshot", comm=shm, check=False)
-    assert shm.transport.board.seq == seq
+    x = np.ones(64, np.float32)
+    if shm.rank == 0:
+        with pytest.raises(errors.InputValueError, match="non-contiguous"):
+            C.allreduce(x[::2], algorithm="oneshot", comm=shm, check=False)
+    else:
+        with pytest.raises(errors.MismatchError, match="rank 0: non-contiguous"):
+            C.allreduce(x[:32], algorithm="oneshot", comm=shm, check=False)
+    assert shm.transport.board.seq == seq + 1 and (x == 1).all()
