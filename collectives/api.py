@@ -180,7 +180,9 @@ def allreduce(buf, op="sum", algorithm="ring", comm=None, *, check=None, segment
     """Reduce `buf` across all ranks of `comm`, in place; returns `buf`.
 
     algorithm: a name in collectives.ALGORITHMS (root, host, blocked, ring, ...).
-    check: exchange metadata first so mismatched calls fail on every rank (default on).
+    check: exchange metadata first so mismatched calls fail on every rank (default on; a
+    oneshot or auto call on a communicator with a board always checks: it costs nothing
+    there, and a rank on the board needs every rank's row).
     compression: a codec ("fp16", "int8", "topk:0.01+ef", ...: collectives/compression.py)
     for op sum or avg on a float buffer; `key` names the tensor whose `+ef` residual this
     is (default: the buffer's address and length); None or "none": no compression."""
