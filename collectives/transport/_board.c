@@ -69,14 +69,17 @@ static int first_missing(const Board *b) {
     return -1;
 }
 
-/* Wait until every rank has posted b->seq or `seconds` pass; backs off like base.pause.
+/* Wait until every rank has posted b->seq or `seconds` pass; backs off like base.pause, as if
+ * already `idle` seconds without progress (a wait resumed from Python goes on sleeping).
  * Returns -1 when all have posted, else the first rank missing. Call without the GIL. */
-static int wait_all(const Board *b, double seconds) {
+static int wait_all(const Board *b, double seconds, double idle) {
     int missing = first_missing(b);
     if (missing < 0) return -1;
     if (!(seconds < LONGEST_WAIT)) seconds = LONGEST_WAIT;       /* inf, huge, or NaN */
     if (seconds < 0) seconds = 0;
-    int64_t start = now_ns(), last_change = start, deadline = start + (int64_t)(seconds * 1e9);
+    if (!(idle < LONGEST_WAIT) || idle < 0) idle = 0;
+    int64_t start = now_ns(), last_change = start - (int64_t)(idle * 1e9);
+    int64_t deadline = start + (int64_t)(seconds * 1e9);
     int before = missing;
     for (;;) {
         int64_t now = now_ns();
@@ -236,12 +239,12 @@ static int words_of(PyObject *obj, Py_buffer *view) {
     return 0;
 }
 
-static PyObject *wait_result(Board *self, double seconds) {
+static PyObject *wait_result(Board *self, double seconds, double idle) {
     int missing;
     if (first_missing(self) < 0) missing = -1;
     else {
         Py_BEGIN_ALLOW_THREADS
-        missing = wait_all(self, seconds);
+        missing = wait_all(self, seconds, idle);
         Py_END_ALLOW_THREADS
     }
     if (missing >= 0) return missing_ranks(self);
@@ -261,7 +264,7 @@ static PyObject *Board_exchange(Board *self, PyObject *const *args, Py_ssize_t n
     if (PyErr_Occurred() || words_of(args[0], &row) < 0) return NULL;
     post(self, row.buf, (int)(row.len / 8), NULL, 0, 0, -1, 0);
     PyBuffer_Release(&row);
-    PyObject *result = wait_result(self, seconds);
+    PyObject *result = wait_result(self, seconds, 0.0);
     if (result != Py_None) return result;
     Py_DECREF(result);
     PyObject *out[1] = {args[1]};
@@ -322,7 +325,7 @@ static PyObject *Board_allreduce(Board *self, PyObject *const *args, Py_ssize_t 
     int missing = first_missing(self);
     if (missing >= 0) {
         Py_BEGIN_ALLOW_THREADS
-        missing = wait_all(self, seconds);
+        missing = wait_all(self, seconds, 0.0);
         Py_END_ALLOW_THREADS
     }
     if (missing >= 0) { PyBuffer_Release(&x); return missing_ranks(self); }
@@ -332,12 +335,13 @@ static PyObject *Board_allreduce(Board *self, PyObject *const *args, Py_ssize_t 
     return PyLong_FromLong(verdict);
 }
 
-/* wait(seconds): keep waiting for the latest post; None, or the ranks still missing. */
-static PyObject *Board_wait(Board *self, PyObject *arg) {
+/* wait(seconds, idle=0): keep waiting for the latest post, as a wait already `idle` seconds
+ * without progress; None, or the ranks still missing. */
+static PyObject *Board_wait(Board *self, PyObject *args) {
     if (!ready(self)) return NULL;
-    double seconds = PyFloat_AsDouble(arg);
-    if (PyErr_Occurred()) return NULL;
-    return wait_result(self, seconds);
+    double seconds, idle = 0.0;
+    if (!PyArg_ParseTuple(args, "d|d", &seconds, &idle)) return NULL;
+    return wait_result(self, seconds, idle);
 }
 
 /* finish(x, kind, op): after a wait() that saw everyone, what allreduce would have done. */
@@ -372,7 +376,7 @@ static PyMethodDef Board_methods[] = {
     {"allreduce", (PyCFunction)(void (*)(void))Board_allreduce, METH_FASTCALL, "one-shot allreduce"},
     {"table", (PyCFunction)(void (*)(void))Board_table, METH_FASTCALL, "every rank's latest row"},
     {"finish", (PyCFunction)(void (*)(void))Board_finish, METH_FASTCALL, "compare rows and reduce"},
-    {"wait", (PyCFunction)Board_wait, METH_O, "wait for the latest post"},
+    {"wait", (PyCFunction)Board_wait, METH_VARARGS, "wait for the latest post"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -130,7 +130,8 @@ def _wait(transport, result, what: str, start: float) -> None:
         else:
             half = start + transport.timeout / 2
             mark = half if now < half else start + transport.timeout + 1e-3
-            result = board.wait(min(max(mark - now, 0.0), transport.board_chunk))
+            result = board.wait(min(max(mark - now, 0.0), transport.board_chunk),
+                                now - start)            # idle all along: keep sleeping
 
 
 def exchange(transport, values: np.ndarray) -> np.ndarray:
