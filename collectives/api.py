@@ -238,13 +238,16 @@ def _on_board(x: np.ndarray, op, algorithm, comm) -> bool:
         plan = _plans[key] = _plan(algorithm, op, x.dtype)
     if plan is None:
         return False
-    flags = x.flags
-    if x.nbytes > board.CAPACITY or not (flags.c_contiguous and flags.writeable):
-        return False                    # the general path takes it, or says why it cannot
     if algorithm == "auto" and _auto_pick(transport, comm, x) != "oneshot":
         return False
+    if transport.broken or transport.inner.broken:
+        transport._usable()
+        transport.inner._usable()
+    # board.first_wait(transport), written out: this is the hot path
+    verdict = chip.allreduce(x, *plan, min(transport.timeout * 0.5, transport.board_chunk))
+    if verdict == board.NOT_ELIGIBLE:   # strided, read-only or over CAPACITY: nothing was
+        return False                    # posted; the general path takes it or says why not
     transport.begin("allreduce", lambda: _call_detail(algorithm, x.size, x.dtype.name))
-    verdict = chip.allreduce(x, *plan, board.first_wait(transport))
     if verdict.__class__ is tuple:                # ranks still missing after the first wait
         verdict = board.finish(transport, verdict, x, *plan)
     if verdict == board.ROWS_DIFFER:
